@@ -1,0 +1,72 @@
+"""Token choice for decoding: greedy or sampled with temperature / top-k / top-p, seeded.
+
+The warpers are transformers' own (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper);
+this file only validates the settings and draws from a seeded torch.Generator so that a run is
+reproducible. Probabilities reported to the user are always the model's own (temperature 1,
+no truncation): they are what the likelihood is made of.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
+
+
+@dataclass
+class SamplingConfig:
+    do_sample: bool = False  # False: greedy (argmax), seed-independent
+    temperature: float = 1.0  # > 0 when sampling
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be a non-negative integer below 2**63; got {self.seed!r}")
+        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number; got {self.temperature!r}")
+        if self.do_sample and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling (got {self.temperature}); "
+                             "use greedy decoding for deterministic output")
+        if self.do_sample and self.temperature > 100:
+            raise ValueError(f"temperature {self.temperature} is too large; use a value in (0, 100]")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 turns it off); got {self.top_k!r}")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1] (1 turns it off); got {self.top_p!r}")
+
+    def warpers(self) -> LogitsProcessorList:
+        procs = LogitsProcessorList()
+        if self.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(float(self.temperature)))
+        if self.top_k > 0:
+            procs.append(TopKLogitsWarper(self.top_k))
+        if self.top_p < 1.0:
+            procs.append(TopPLogitsWarper(float(self.top_p)))
+        return procs
+
+
+class Sampler:
+    """Chooses one token per row of logits; owns the seeded generator of one run."""
+
+    def __init__(self, cfg: SamplingConfig, device: torch.device | str = "cpu"):
+        cfg.validate()
+        self.cfg = cfg
+        self.procs = cfg.warpers() if cfg.do_sample else None
+        # the generator lives on the CPU so a seed gives the same draws on any device
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (M, V) fp32 -> chosen token ids (M,)."""
+        if not self.cfg.do_sample:
+            return logits.argmax(-1)
+        warped = self.procs(None, logits)
+        probs = torch.softmax(warped, dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).to(logits.device)
+
+    def uniform(self, n: int) -> torch.Tensor:
+        """n uniform draws from the run's generator (for random scores and orders)."""
+        return torch.rand(n, generator=self.gen)

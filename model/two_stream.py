@@ -1,0 +1,135 @@
+"""The two-stream forward over a pretrained LLaMA-family decoder (the math; no I/O).
+
+One function, `two_stream_walk`, runs both streams through every layer of the base model with
+the base model's own modules (norms, q/k/v/o projections, rotary embedding, MLP, final norm):
+
+    content rows  h: new tokens whose K/V join the key set        (what a token is)
+    query rows    q: positions where a prediction is wanted      (where a token is wanted)
+    per layer:  a = norm1([h; q]);  K, V = proj(a_h)  (content only);  Q = q_proj(a)
+                [h; q] += o_proj(attn(Q, [cache K; K], [cache V; V], mask));  [h; q] += mlp(norm2(.))
+
+The training forward is one walk with an empty cache (every position is a content row and a
+query row); a cached decoding step is one walk whose content rows are the tokens committed last
+step and whose query rows are the next targets, with the committed K/V appended to `KVCache`.
+Masks come from group ids (groups.group_mask): content rows see g(j) <= g(i), query rows
+g(j) < g(i). RoPE rotates every row at its own original position, keys at theirs.
+
+Axis legend: B batch, N new content rows, M query rows, S keys (cache + new), H heads, Hkv key/value
+heads, D head dim, C hidden size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from .groups import group_mask
+
+
+def check_backbone(base: nn.Module) -> None:
+    """Refuse a causal LM whose layers are not the LLaMA pre-norm pattern this walk reuses."""
+    net = getattr(base, "model", None)
+    layers = getattr(net, "layers", None)
+    if net is None or layers is None or not hasattr(base, "lm_head"):
+        raise ValueError(f"{type(base).__name__} is not a LLaMA-family causal LM (needs .model.layers and .lm_head)")
+    need = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
+    attn_need = ("q_proj", "k_proj", "v_proj", "o_proj")
+    for layer in layers:
+        if not all(hasattr(layer, n) for n in need) or not all(hasattr(layer.self_attn, n) for n in attn_need):
+            raise ValueError(f"{type(layer).__name__} does not have the LLaMA pre-norm layout; unsupported backbone")
+    cfg = base.config
+    sliding_layers = any(t == "sliding_attention" for t in (getattr(cfg, "layer_types", None) or []))
+    if getattr(cfg, "use_sliding_window", False) or sliding_layers:
+        raise ValueError("sliding-window attention is not supported; load the backbone without it")
+
+
+@dataclass
+class KVCache:
+    """Content-stream K/V of committed tokens, per layer, in commit order (preallocated).
+
+    k[l], v[l]: (B, Hkv, S_max, D), already rotated; groups: (B, S_max) their group ids;
+    valid: (B, S_max) False for padding; length: how many slots are filled.
+    """
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    groups: torch.Tensor
+    valid: torch.Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(cls, base: nn.Module, batch: int, max_len: int, device, dtype) -> "KVCache":
+        cfg = base.config
+        attn = base.model.layers[0].self_attn
+        hkv, d = cfg.num_key_value_heads, attn.head_dim
+        n_layers = len(base.model.layers)
+        k = [torch.zeros(batch, hkv, max_len, d, device=device, dtype=dtype) for _ in range(n_layers)]
+        v = [torch.zeros_like(t) for t in k]
+        groups = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        return cls(k, v, groups, valid, 0)
+
+
+def two_stream_walk(base: nn.Module,
+                    h: torch.Tensor, h_pos: torch.Tensor, h_groups: torch.Tensor, h_valid: torch.Tensor,
+                    q: torch.Tensor, q_pos: torch.Tensor, q_groups: torch.Tensor,
+                    cache: KVCache | None = None, content_out: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run content rows h (B, N, C) and query rows q (B, M, C) through every layer.
+
+    h_pos/q_pos: (B, N)/(B, M) original positions (RoPE); h_groups/q_groups: their group ids;
+    h_valid: (B, N) False for padding (invisible as keys). With a cache, the new K/V are written
+    after its filled slots and its length advances by N.
+    Returns (final-norm query states (B, M, C), final-norm content states (B, N, C) if
+    content_out else None). Without content_out the last layer skips the content rows' own
+    attention output and MLP, which nothing reads.
+    """
+    net = base.model
+    B, N, _ = h.shape
+    M = q.shape[1]
+    # keys visible to this walk: the cache's filled slots, then the new content rows
+    if cache is not None:
+        s0 = cache.length
+        cache.groups[:, s0:s0 + N] = h_groups
+        cache.valid[:, s0:s0 + N] = h_valid
+        key_groups, key_valid = cache.groups[:, :s0 + N], cache.valid[:, :s0 + N]
+    else:
+        s0 = 0
+        key_groups, key_valid = h_groups, h_valid
+    # (B, 1, N+M, S): content rule for content rows, query rule for query rows
+    mask = torch.cat([group_mask(key_groups, h_groups, strict=False, key_valid=key_valid),
+                      group_mask(key_groups, q_groups, strict=True, key_valid=key_valid)], dim=2)
+    if bool(mask.all()):
+        mask = None  # the common decoding case: every key visible to every row
+    x = torch.cat([h, q], dim=1)  # (B, N+M, C)
+    cos, sin = net.rotary_emb(x, torch.cat([h_pos, q_pos], dim=1))  # (B, N+M, D)
+    n_layers = len(net.layers)
+    for li, layer in enumerate(net.layers):
+        attn = layer.self_attn
+        # at the last layer only the query rows need an output (unless the caller wants content)
+        r0 = N if (li == n_layers - 1 and not content_out) else 0
+        a = layer.input_layernorm(x)  # (B, N+M, C), pre-norm exactly as the base model
+        k = attn.k_proj(a[:, :N]).view(B, N, -1, attn.head_dim)  # (B, N, Hkv, D)
+        v = attn.v_proj(a[:, :N]).view(B, N, -1, attn.head_dim).transpose(1, 2)
+        qs = attn.q_proj(a[:, r0:]).view(B, N + M - r0, -1, attn.head_dim)  # (B, R, H, D)
+        if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
+            qs, k = attn.q_norm(qs), attn.k_norm(k)
+        qs, k = qs.transpose(1, 2), k.transpose(1, 2)
+        qs, _ = apply_rotary_pos_emb(qs, qs, cos[:, r0:], sin[:, r0:])
+        k, _ = apply_rotary_pos_emb(k, k, cos[:, :N], sin[:, :N])
+        if cache is not None:
+            cache.k[li][:, :, s0:s0 + N] = k
+            cache.v[li][:, :, s0:s0 + N] = v
+            k, v = cache.k[li][:, :, :s0 + N], cache.v[li][:, :, :s0 + N]
+        m = None if mask is None else mask[:, :, r0:]
+        o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
+                                           enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
+        o = attn.o_proj(o.transpose(1, 2).reshape(B, N + M - r0, -1))
+        x = x[:, r0:] + o
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    if cache is not None:
+        cache.length = s0 + N
+    q_out = net.norm(x[:, x.shape[1] - M:])
+    return q_out, (net.norm(x[:, :N]) if content_out else None)
