@@ -1,0 +1,281 @@
+"""Progressive adaptation: one plain training loop on Accelerate, a list of stages, resumable.
+
+    python -m model.train --config configs/austen_tiny.json          # the shipped model's recipe
+    python -m model.train --config configs/austen_tiny.json --out runs/x   # resumes if runs/x/last exists
+
+Stages (DESIGN.md, "Training"; a stage is a config entry: grouping sampler, steps, lr, warm-up):
+  0  sampler "base": a plain LlamaForCausalLM trained left to right from scratch (the AR base)
+  1  "ar": A3 with singleton groups left to right (teaches the query stream the AR task)
+  2  "contiguous:2", "contiguous:4": contiguous groups left to right, growing
+  3  "mix": random groups (4-8), spans in random order, and the infilling patterns inference uses
+One grouping is drawn per sequence (groups.make_sampler); loss on real tokens only.
+
+Each stage gets a fresh AdamW with linear warm-up and cosine decay. `out/last/` holds the latest
+checkpoint (weights, optimizer, stage and step, RNG state) and a restart resumes from it; the
+stage list may be edited between restarts (steps of later stages, say). Metrics go to
+`out/metrics.jsonl`; held-out NLL is measured every `eval_every` steps on fixed eval rows.
+`out/base/` keeps the stage-0 model, `out/final/` the finished A3 checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from .a3 import A3Config, A3Model
+from .data import load_packed, load_tokenizer
+from .groups import make_sampler
+
+
+@dataclass
+class Stage:
+    name: str
+    sampler: str  # "base" (stage 0: plain causal LM) or a groups.make_sampler spec
+    steps: int
+    lr: float
+    warmup: int = 50
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = "data/austen"
+    out_dir: str = "runs/a3-austen-tiny"
+    seq_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    # the stage-0 base model (LLaMA architecture); ignored when base_model is given
+    n_layer: int = 4
+    hidden: int = 256
+    n_head: int = 4
+    n_kv_head: int = 4
+    intermediate: int = 688
+    base_model: str = ""  # start from this causal-LM checkpoint instead of stage 0
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_rows: int = 64  # held-out rows per evaluation
+    save_every: int = 100
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto": bf16 on GPU, fp32 ("no") on CPU
+    stages: list[Stage] = field(default_factory=lambda: [
+        Stage("0-base", "base", 900, 2e-3, 50),
+        Stage("1-ar", "ar", 150, 5e-4, 20),
+        Stage("2-contiguous-2", "contiguous:2", 150, 5e-4, 20),
+        Stage("2-contiguous-4", "contiguous:4", 150, 5e-4, 20),
+        Stage("3-any-order", "mix", 900, 5e-4, 30),
+    ])
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> "TrainConfig":
+        raw = json.loads(Path(path).read_text())
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        raw["stages"] = [Stage(**s) if isinstance(s, dict) else s for s in raw.get("stages", [])] or cls().stages
+        return cls(**raw)
+
+
+def lr_at(step: int, stage: Stage) -> float:
+    """Linear warm-up, then cosine decay to 10% of the stage's peak."""
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    t = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return stage.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def build_base(cfg: TrainConfig, vocab: int) -> LlamaForCausalLM:
+    if cfg.base_model:
+        return AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head,
+        intermediate_size=cfg.intermediate, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2, rope_theta=10000.0))
+
+
+def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torch.Tensor:
+    """(rows, seq_len) group ids, one grouping per sequence; position 0 (BOS) gets 0 (ignored)."""
+    g = torch.zeros(rows, seq_len, dtype=torch.long)
+    for r in range(rows):
+        g[r, 1:] = sampler(seq_len - 1, rng)
+    return g
+
+
+def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g."""
+    if g is None:
+        return model(input_ids=ids, labels=ids).loss
+    return model(ids, g, labels=A3Model.default_labels(ids)).loss
+
+
+@torch.no_grad()
+def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int) -> dict:
+    """Held-out NLL per token under the stage's grouping (fixed seed) and, for A3, AR order."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = {}
+    specs = [("nll", None)] if sampler_spec == "base" else [("nll", sampler_spec), ("nll_ar", "ar")]
+    for key, spec in specs:
+        rng, tot = random.Random(seed), 0.0
+        for i in range(0, len(eval_ids), batch):
+            ids = eval_ids[i:i + batch].to(dev)
+            g = None if spec is None else grouping_batch(make_sampler(spec), len(ids), ids.shape[1], rng).to(dev)
+            tot += stage_loss(model, ids, g).item() * len(ids)
+        out[key] = tot / len(eval_ids)
+    model.train()
+    return out
+
+
+def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: int, tokens: int,
+               elapsed: float, rng: random.Random, tokenizer, is_a3: bool) -> None:
+    """Write out/last atomically: weights, optimizer, position in the recipe, RNG."""
+    if not acc.is_main_process:
+        return
+    tmp = out / "last.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    net = acc.unwrap_model(model)
+    net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 else net.save_pretrained(tmp)
+    # at a stage boundary the next stage starts a fresh optimizer, so none is kept
+    torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+    (tmp / "progress.json").write_text(json.dumps(
+        {"stage": stage_idx, "step": step, "tokens": tokens, "elapsed": elapsed, "a3": is_a3}))
+    shutil.rmtree(out / "last", ignore_errors=True)
+    tmp.rename(out / "last")
+
+
+def train(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() else "no"
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.data_dir)
+    train_ids = load_packed(cfg.data_dir, "train", cfg.seq_len, tokenizer)
+    eval_ids = load_packed(cfg.data_dir, "eval", cfg.seq_len, tokenizer)[:cfg.eval_rows]
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    # where are we in the recipe?
+    stage_idx, step, tokens, elapsed = 0, 0, 0, 0.0
+    rng = random.Random(cfg.seed)
+    last = out / "last"
+    resume = (last / "progress.json").is_file()
+    if resume:
+        prog = json.loads((last / "progress.json").read_text())
+        stage_idx, step, tokens, elapsed = prog["stage"], prog["step"], prog["tokens"], prog["elapsed"]
+        model = (A3Model.from_pretrained(last) if prog["a3"]
+                 else AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32))
+        acc.print(f"resuming at stage {stage_idx} step {step} ({tokens} tokens)")
+    else:
+        model = build_base(cfg, len(tokenizer))
+        if cfg.stages[0].sampler != "base":
+            model = A3Model.from_base(model, a3_config=A3Config(base_model=cfg.base_model or "stage 0"))
+    log = open(out / "metrics.jsonl", "a")
+
+    def emit(rec: dict) -> None:
+        if acc.is_main_process:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+
+    while stage_idx < len(cfg.stages):
+        stage = cfg.stages[stage_idx]
+        is_a3 = stage.sampler != "base"
+        if is_a3 and not isinstance(model, A3Model):
+            # the end of stage 0: keep the AR base, then wrap it with a fresh query vector w
+            if acc.is_main_process:
+                model.save_pretrained(out / "base")
+                tokenizer.save_pretrained(out / "base")
+            model = A3Model.from_base(model, a3_config=A3Config(base_model=cfg.base_model or "stage 0 (out/base)"))
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=cfg.weight_decay,
+                                betas=(0.9, 0.95))
+        if resume and (last / "trainer_state.pt").is_file():
+            st = torch.load(last / "trainer_state.pt", weights_only=False)
+            if st["optimizer"] is not None:
+                opt.load_state_dict(st["optimizer"])
+            rng.setstate(st["rng"])
+            torch.set_rng_state(st["torch_rng"])
+            resume = False
+        model, opt = acc.prepare(model, opt)
+        sampler = None if not is_a3 else make_sampler(stage.sampler)
+        bar = tqdm(total=stage.steps, initial=step, desc=stage.name, mininterval=30,
+                   disable=not acc.is_main_process)
+        t_last = time.time()
+        while step < stage.steps:
+            for pg in opt.param_groups:
+                pg["lr"] = lr_at(step, stage)
+            for _ in range(cfg.grad_accum):
+                rows = torch.tensor([rng.randrange(len(train_ids)) for _ in range(cfg.batch_size)])
+                ids = train_ids[rows].to(acc.device)
+                g = None if sampler is None else grouping_batch(sampler, len(ids), cfg.seq_len, rng).to(acc.device)
+                with acc.accumulate(model):
+                    loss = stage_loss(model, ids, g)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.grad_clip:
+                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                tokens += ids.numel()
+            step += 1
+            now = time.time()
+            elapsed += now - t_last
+            t_last = now
+            bar.update(1)
+            emit({"stage": stage.name, "step": step, "loss": loss.item(), "lr": lr_at(step - 1, stage),
+                  "tokens": tokens, "elapsed": round(elapsed, 1)})
+            if step % cfg.eval_every == 0 or step == stage.steps:
+                ev = evaluate(acc.unwrap_model(model), eval_ids, stage.sampler, cfg.batch_size, cfg.seed)
+                emit({"stage": stage.name, "step": step, "eval": ev, "tokens": tokens, "elapsed": round(elapsed, 1)})
+                bar.set_postfix(ev)
+            if step % cfg.save_every == 0 or step == stage.steps:
+                done = step == stage.steps
+                save_state(acc, model, opt, out, stage_idx + done, 0 if done else step, tokens, elapsed, rng,
+                           tokenizer, is_a3)
+        bar.close()
+        model = acc.unwrap_model(model)
+        stage_idx, step = stage_idx + 1, 0
+        acc.free_memory()
+    final = out / "final"
+    if acc.is_main_process:
+        net = model
+        if not isinstance(net, A3Model):
+            raise ValueError("the recipe ended without an A3 stage; add at least one stage after 'base'")
+        net.a3_config.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
+                                  "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
+                                  "seconds": round(elapsed)}
+        net.save_pretrained(final, tokenizer=tokenizer)
+    log.close()
+    return final
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Train the A3 curriculum (stage 0 base + stages 1-3).")
+    p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stages' list")
+    p.add_argument("--out", dest="out_dir", help="output directory (resumes from OUT/last if present)")
+    p.add_argument("--data", dest="data_dir", help="prepared corpus (python -m model.data prepare)")
+    p.add_argument("--base-model", help="start from this causal-LM checkpoint instead of training stage 0")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
+    p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
+    a = p.parse_args(argv)
+    over = {k: v for k, v in vars(a).items() if k not in ("config", "steps_scale")}
+    cfg = TrainConfig.from_json(a.config, **over) if a.config else TrainConfig(
+        **{k: v for k, v in over.items() if v is not None})
+    for s in cfg.stages:
+        s.steps = max(1, round(s.steps * a.steps_scale))
+    print(train(cfg))
+
+
+if __name__ == "__main__":
+    main()
