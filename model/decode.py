@@ -62,7 +62,8 @@ class Step:
 def validate(input_ids: Sequence[int] | torch.Tensor, blank_mask: Sequence[bool] | torch.Tensor,
              cfg: DecodeConfig, max_positions: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Check one decoding request; return (ids (T,), mask (T,)) or raise ValueError saying what to change."""
-    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten()
+    # clone: as_tensor/flatten may return the caller's tensor, and decoding writes into ids
+    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten().clone()
     mask = torch.as_tensor(blank_mask, dtype=torch.bool).flatten()
     if ids.numel() <= 1:
         raise ValueError("the text is empty: give some text (the sequence must hold more than the BOS)")
@@ -157,7 +158,8 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
             scores = _scores(cfg.strategy, probs, logp, sampler)
             if cfg.threshold is not None:
                 keep = probs.max(-1).values >= cfg.threshold
-                keep[scores.argmax()] = True
+                if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
+                    keep[scores.argmax()] = True
                 sel = keep.nonzero().flatten()
             else:
                 sel = scores.topk(min(cfg.group_size, len(targets))).indices

@@ -55,7 +55,8 @@ def prepare_group_ids(group_ids: torch.Tensor, attention_mask: torch.Tensor | No
     if group_ids.dtype not in (torch.int32, torch.int64):
         raise ValueError(f"group_ids must be an integer tensor; got {group_ids.dtype}")
     g = group_ids.long().clone()
-    real = torch.ones_like(g, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    # clone: .bool() of a bool mask is the caller's own tensor, which must not be edited below
+    real = torch.ones_like(g, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
     real[:, 0] = False
     if bool((g[real] < 0).any()):
         raise ValueError("group ids of real tokens must be >= 0 (position 0 is the BOS and takes no id)")
@@ -279,10 +280,15 @@ def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
         return fn
     if name == "contiguous":
         size = int(arg)
+        if size < 1:
+            raise ValueError(f"contiguous group size must be >= 1; got {spec!r}")
         return lambda n, rng: fn(n, rng, size)
     if name in ("random", "span_order"):
         lo, _, hi = arg.partition("-")
-        return lambda n, rng: fn(n, rng, int(lo), int(hi or lo))
+        lo, hi = int(lo), int(hi or lo)
+        if not 1 <= lo <= hi:  # a size of 0 would never advance through the sequence
+            raise ValueError(f"group sizes must satisfy 1 <= lo <= hi; got {spec!r}")
+        return lambda n, rng: fn(n, rng, lo, hi)
     if name == "infill":
         return lambda n, rng: fn(n, rng, arg)
     raise ValueError(f"sampler {name!r} takes no argument; got {spec!r}")
