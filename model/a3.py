@@ -95,8 +95,12 @@ class A3Model(nn.Module):
         g = prepare_group_ids(group_ids.to(input_ids.device), attention_mask)
         valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
+        # the BOS query row predicts nothing; letting it see the BOS keeps its attention row
+        # non-empty (an all-masked row gives NaN in some SDPA kernels, and NaN * 0 in backward)
+        q_g = g.clone()
+        q_g[:, 0] = 0
         q_states, c_states = two_stream_walk(self.base, self.embed(input_ids), pos, g, valid,
-                                             self.query_input(B, T), pos, g, content_out=content_out)
+                                             self.query_input(B, T), pos, q_g, content_out=content_out)
         logits = self.head(q_states)
         loss = None
         if labels is not None:

@@ -228,3 +228,30 @@ def test_padding_is_invisible(a3):
     alone = a3(ids[1:, :n_real], g[1:, :n_real]).logits[0]
     diff = (out[1, 1:n_real] - alone[1:]).abs().max().item()
     assert diff <= 1e-5, f"a padded row differs from the same sequence unpadded by {diff:.2e}"
+
+
+def test_no_query_row_is_fully_masked(a3):
+    """Every query row, the BOS's included, attends to at least one key: an all-masked row gives
+    NaN in some attention kernels (and NaN * 0 in backward), so the BOS row must see the BOS."""
+    import model.two_stream as ts
+    seen = []
+    real_sdpa = ts.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append(attn_mask)
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    ids = torch.randint(3, 99, (2, 9))
+    ids[:, 0] = 0
+    g = torch.tensor([[0, 3, 1, 1, 2, 0, 5, 4, 2], [0, 0, 0, 1, 1, 2, 2, 3, 3]])
+    am = torch.ones(2, 9, dtype=torch.long)
+    am[1, -2:] = 0
+    ts.F.scaled_dot_product_attention = spy
+    try:
+        out = a3(ids, g, am, labels=a3.default_labels(ids, am))
+    finally:
+        ts.F.scaled_dot_product_attention = real_sdpa
+    assert seen and all(m is None or bool(m.any(-1).all()) for m in seen), "some attention row sees no key"
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in a3.parameters() if p.grad is not None), \
+        "gradients must be finite"
