@@ -1,0 +1,159 @@
+"""Which A3 checkpoints the app offers, and loading them once for everyone (read-only, shared).
+
+The menu, in order:
+1. $A3_MODEL_DIR, when set (tests point it at a tiny checkpoint they write);
+2. the shipped model, assets/a3-austen-tiny;
+3. any other directory under assets/ whose config.json has an `a3` section;
+4. only when none of the above exists: an untrained random checkpoint generated at first start
+   into ~/.cache/a3-studio/tiny-random (or $A3_STUDIO_CACHE), clearly labelled as such.
+The first entry is the default. A checkpoint whose `a3.training` record is empty is labelled
+"untrained". Models are cached at module level and never modified after loading; per-user
+data lives in gr.State (see ui.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+SHIPPED = ASSETS / "a3-austen-tiny"
+EXAMPLES = ASSETS / "examples"
+AUSTEN_TOKENIZER = ROOT / "data" / "austen" / "tokenizer"
+RANDOM_NAME = "tiny-random"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("A3_STUDIO_CACHE", "~/.cache/a3-studio")).expanduser()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str  # what the dropdown returns: the checkpoint path
+    label: str  # what the user reads
+    path: Path
+    trained: bool
+
+
+def a3_section(path: Path) -> dict | None:
+    """The `a3` section of a checkpoint's config.json, or None if it is not an A3 checkpoint."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("a3") if isinstance(cfg, dict) and isinstance(cfg.get("a3"), dict) else None
+
+
+def _entry(path: Path, note: str = "") -> ModelEntry | None:
+    a3 = a3_section(path)
+    if a3 is None:
+        return None
+    trained = bool(a3.get("training"))
+    label = path.name + (note and f" ({note})")
+    if not trained:
+        label += " — untrained random weights"
+    return ModelEntry(str(path), label, path, trained)
+
+
+def available_models() -> list[ModelEntry]:
+    """The model menu (see the module docstring); the first entry is the default."""
+    found: list[ModelEntry] = []
+    env = os.environ.get("A3_MODEL_DIR")
+    candidates = [(Path(env).expanduser(), "A3_MODEL_DIR")] if env else []
+    candidates.append((SHIPPED, "shipped"))
+    if ASSETS.is_dir():
+        candidates += [(d, "") for d in sorted(ASSETS.iterdir()) if d.is_dir() and d != SHIPPED]
+    seen = set()
+    for path, note in candidates:
+        e = _entry(path, note)
+        if e and e.path.resolve() not in seen:
+            seen.add(e.path.resolve())
+            found.append(e)
+    if not found:
+        path = ensure_random_checkpoint()
+        found.append(ModelEntry(str(path), "tiny random model (untrained; the shipped one is missing)",
+                                path, False))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------
+# the fallback: a tiny random checkpoint
+
+def example_texts() -> list[str]:
+    return [p.read_text(encoding="utf-8").strip() for p in sorted(EXAMPLES.glob("*.txt"))]
+
+
+def fallback_tokenizer():
+    """The Austen tokenizer when data/ is prepared; else a small BPE trained on the examples."""
+    from transformers import AutoTokenizer
+
+    if (AUSTEN_TOKENIZER / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(AUSTEN_TOKENIZER))
+    from model.data import train_tokenizer
+    return train_tokenizer(example_texts() or ["The cat sat on the mat."], vocab_size=600)
+
+
+def write_random_checkpoint(out_dir: str | Path, tokenizer=None, hidden: int = 64, layers: int = 2,
+                            max_positions: int = 512, seed: int = 0) -> Path:
+    """Save an untrained A3 checkpoint (a LLaMA backbone of `layers` x `hidden`) with a tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from model.a3 import A3Model
+
+    tok = tokenizer or fallback_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2 + hidden // 2,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=max_positions, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = A3Model(LlamaForCausalLM(cfg), init_seed=seed).eval()
+    return model.save_pretrained(out_dir, tokenizer=tok)
+
+
+def ensure_random_checkpoint() -> Path:
+    """The cached fallback checkpoint, written on first use (atomically, by rename)."""
+    path = cache_dir() / RANDOM_NAME
+    if a3_section(path) is None:
+        if path.exists():  # a broken leftover
+            shutil.rmtree(path, ignore_errors=True)
+        tmp = path.with_name(f"{RANDOM_NAME}.tmp{os.getpid()}")
+        write_random_checkpoint(tmp)
+        try:
+            tmp.replace(path)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# loading, once per process
+
+_LOADED: dict[str, tuple] = {}
+_LOCK = threading.Lock()
+
+
+def load(key: str):
+    """(model, tokenizer) for a menu key (a checkpoint path), loaded once and shared."""
+    with _LOCK:
+        if key not in _LOADED:
+            from model.a3 import A3Model, load_tokenizer
+
+            path = Path(key)
+            if a3_section(path) is None:
+                raise ValueError(f"{path} is not an A3 checkpoint (no config.json with an `a3` section)")
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no bf16 on these CPUs
+            model = A3Model.from_pretrained(path, dtype=dtype, device=device)
+            model.requires_grad_(False)
+            _LOADED[key] = (model, load_tokenizer(path))
+        return _LOADED[key]
+
+
+def context_size(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048))

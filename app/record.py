@@ -1,0 +1,111 @@
+"""A run as plain data: the request, every decoding step, and the numbers that follow from them.
+
+A record is a JSON-ready dict; the UI animates it, draws it, writes it to a file and reads it
+back (`to_json` / `from_json`, which checks a loaded file field by field, so a hand-edited file
+gives a message rather than a traceback). Shape:
+
+    format, version         "a3-studio-run", 1
+    model                   {label, path, trained}
+    settings                {template, strategy, group_size, threshold, custom_order, temperature,
+                             top_k, top_p, seed, context}
+    layout                  [{kind: "text"|"blank", text, positions, original}]  (infill.Piece)
+    input_ids, blank_mask   the request as decoded (BOS first)
+    steps                   [model.decode.Step as a dict], in order
+    stats                   {forward_passes, decode_seconds, tokens, tokens_per_s, log_likelihood,
+                             factorization, ar_log_likelihood, total_seconds}
+    created                 ISO time (UTC)
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+
+FORMAT = "a3-studio-run"
+VERSION = 1
+MAX_FILE_BYTES = 20_000_000
+
+STEP_FIELDS = {"index": int, "positions": list, "token_ids": list, "tokens": list, "probs": list,
+               "alternatives": list, "entropy": list, "forward_passes": int, "elapsed": (int, float),
+               "pending": int}
+SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 1, "threshold": None,
+                     "custom_order": "", "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
+                     "context": "block"}
+
+
+def factorization(steps: list[dict]) -> str:
+    """How exact a run's own log-likelihood is (DESIGN.md, "The factorization")."""
+    return "exact (one token per step)" if all(len(s["positions"]) == 1 for s in steps) \
+        else "group-factorized (tokens of a step are independent given earlier steps)"
+
+
+def make_record(model_entry: dict, settings: dict, encoded, steps, ar_logp: float | None,
+                total_seconds: float) -> dict:
+    """Assemble a record from a finished decode (encoded: infill.Encoded; steps: decode.Step)."""
+    steps = [asdict(s) if not isinstance(s, dict) else s for s in steps]
+    for s in steps:
+        s["alternatives"] = [[[t, p] for t, p in alts] for alts in s["alternatives"]]
+    n_tok = sum(len(s["positions"]) for s in steps)
+    secs = steps[-1]["elapsed"] if steps else 0.0
+    logp = sum(math.log(max(p, 1e-45)) for s in steps for p in s["probs"])
+    return {
+        "format": FORMAT, "version": VERSION, "model": dict(model_entry), "settings": dict(settings),
+        "layout": [asdict(p) for p in encoded.layout],
+        "input_ids": list(encoded.input_ids), "blank_mask": list(encoded.blank_mask), "steps": steps,
+        "stats": {"forward_passes": steps[-1]["forward_passes"] if steps else 0, "decode_seconds": secs,
+                  "tokens": n_tok, "tokens_per_s": n_tok / secs if secs > 0 else None,
+                  "log_likelihood": logp, "factorization": factorization(steps),
+                  "ar_log_likelihood": ar_logp, "total_seconds": total_seconds},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def to_json(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False, indent=1)
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(f"this is not a valid A3 Studio run file: {what}")
+
+
+def from_json(text: str | bytes) -> dict:
+    """Parse and check a run file; raise ValueError saying what is wrong."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_FILE_BYTES:
+            raise ValueError(f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB; is it a run file?")
+        text = text.decode("utf-8", errors="replace")
+    try:
+        rec = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"the file is not JSON ({e}); load a file this app downloaded") from None
+    _need(isinstance(rec, dict) and rec.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
+    _need(rec.get("version") == VERSION, f"version {rec.get('version')!r} is not {VERSION}")
+    for key, typ in (("layout", list), ("input_ids", list), ("blank_mask", list), ("steps", list),
+                     ("settings", dict), ("stats", dict)):
+        _need(isinstance(rec.get(key), typ), f"'{key}' is missing or not a {typ.__name__}")
+    T = len(rec["input_ids"])
+    _need(len(rec["blank_mask"]) == T, "'blank_mask' and 'input_ids' differ in length")
+    blanks = {i for i, b in enumerate(rec["blank_mask"]) if b}
+    for p in rec["layout"]:
+        _need(isinstance(p, dict) and p.get("kind") in ("text", "blank") and isinstance(p.get("text"), str)
+              and isinstance(p.get("positions"), list), "a 'layout' entry is malformed")
+        _need(all(isinstance(i, int) and 0 <= i < T for i in p["positions"]), "a layout position is out of range")
+    seen = set()
+    for s in rec["steps"]:
+        _need(isinstance(s, dict), "a step is not an object")
+        for k, typ in STEP_FIELDS.items():
+            _need(isinstance(s.get(k), typ), f"step field '{k}' is missing or has the wrong type")
+        n = len(s["positions"])
+        _need(all(len(s[k]) == n for k in ("token_ids", "tokens", "probs", "entropy")),
+              f"step {s['index']} lists differ in length")
+        _need(all(p in blanks and p not in seen for p in s["positions"]),
+              f"step {s['index']} fills a position that is not an open blank")
+        _need(all(isinstance(t, str) for t in s["tokens"]), f"step {s['index']} has a non-text token")
+        _need(all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in s["probs"]),
+              f"step {s['index']} has a probability outside [0, 1]")
+        seen.update(s["positions"])
+    rec["model"] = rec.get("model") if isinstance(rec.get("model"), dict) else {}
+    rec["settings"] = {**SETTINGS_DEFAULTS, **rec["settings"]}
+    return rec

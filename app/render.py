@@ -1,0 +1,152 @@
+"""Pure formatters: a run record (record.py) -> what the page shows as text. No Gradio, no model.
+
+    frame_spans(rec, k)   (text, label) pairs for gr.HighlightedText after k steps
+    caption(rec, k)       the step counter line
+    stats_rows(rec)       speed and likelihood numbers of a run
+    filled_text(rec)      the story with every blank filled, as plain text
+    editor_spans(...)     the blank editor's value for a template
+All strings that came from a user or a model are returned as data for components that render
+text as text (HighlightedText, Textbox, Dataframe); `md_escape` guards the few that go into
+Markdown.
+"""
+from __future__ import annotations
+
+import re
+
+from model.infill import Blank, Segment
+
+PENDING = "blank"  # label of a token still to be generated
+PENDING_CHAR = "\u2581"  # ▁ one per pending token, so a blank's length is visible
+BINS = ((0.1, "p<0.1"), (0.3, "p 0.1-0.3"), (0.6, "p 0.3-0.6"), (0.9, "p 0.6-0.9"), (1.01, "p≥0.9"))
+NEW = "new "  # prefix of the labels of tokens committed in the step shown
+# earlier tokens: light fills; this step's tokens: the same hues, strong
+BIN_COLORS = ("#fecaca", "#fed7aa", "#fef08a", "#d9f99d", "#bbf7d0")
+NEW_COLORS = ("#ef4444", "#f97316", "#eab308", "#84cc16", "#22c55e")
+COLOR_MAP = {PENDING: "#cbd5e1",
+             **{b: c for (_, b), c in zip(BINS, BIN_COLORS)},
+             **{f"{NEW}{b}": c for (_, b), c in zip(BINS, NEW_COLORS)}}
+EDITOR_BLANK = "blank"
+EDITOR_COLORS = {EDITOR_BLANK: "#93c5fd"}
+
+
+def prob_bin(p: float) -> str:
+    return next(label for hi, label in BINS if p < hi)
+
+
+def md_escape(text: str) -> str:
+    """Make user or model text inert inside gr.Markdown (no markup, no HTML, no links)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~$])", r"\\\1", text)
+
+
+def _committed(rec: dict, k: int) -> dict[int, tuple[str, float, int]]:
+    """position -> (token text, prob, step index) for the first k steps."""
+    out = {}
+    for s in rec["steps"][:k]:
+        for p, t, pr in zip(s["positions"], s["tokens"], s["probs"]):
+            out[p] = (t, pr, s["index"])
+    return out
+
+
+def frame_spans(rec: dict, k: int | None = None) -> list[tuple[str, str | None]]:
+    """The story after k steps (all of them by default): visible text unlabelled, pending
+    blank tokens as ▁, tokens labelled by their probability bin ("new ..." for step k)."""
+    steps = rec["steps"]
+    k = len(steps) if k is None else max(0, min(int(k), len(steps)))
+    done = _committed(rec, k)
+    out: list[tuple[str, str | None]] = []
+    for piece in rec["layout"]:
+        if piece["kind"] == "text":
+            out.append((piece["text"], None))
+            continue
+        lead = piece["text"]
+        for j, pos in enumerate(piece["positions"]):
+            if pos in done:
+                tok, p, idx = done[pos]
+                label = (NEW if idx == k - 1 else "") + prob_bin(p)
+                out.append((tok, label))  # as generated: the blank's own space is the model's to write
+            else:
+                out.append(((lead if j == 0 else "") + PENDING_CHAR, PENDING))
+    return out
+
+
+def caption(rec: dict, k: int | None = None) -> str:
+    """'Step 3 of 10 · 2 tokens · 3 forward passes · 0.021 s' (plain text)."""
+    steps = rec["steps"]
+    n = len(steps)
+    k = n if k is None else max(0, min(int(k), n))
+    total = sum(len(p["positions"]) for p in rec["layout"] if p["kind"] == "blank")
+    if k == 0:
+        return f"Step 0{f' of {n}' if n else ''} · {total} blank tokens pending"
+    s = steps[k - 1]
+    toks = " ".join(repr(t) for t in s["tokens"][:6]) + (" …" if len(s["tokens"]) > 6 else "")
+    return (f"Step {k} of {n} · filled {len(s['positions'])} token{'s' if len(s['positions']) != 1 else ''}: "
+            f"{toks} · {s['pending']} pending · {s['forward_passes']} forward passes · {s['elapsed']:.3f} s")
+
+
+def filled_text(rec: dict, k: int | None = None) -> str:
+    """The story as plain text after k steps (pending tokens shown as ▁)."""
+    return "".join(t for t, _ in frame_spans(rec, k))
+
+
+def blank_fills(rec: dict) -> list[str]:
+    """What the model wrote into each blank, in text order."""
+    done = _committed(rec, None)
+    return ["".join(done[p][0] if p in done else PENDING_CHAR for p in piece["positions"])
+            for piece in rec["layout"] if piece["kind"] == "blank"]
+
+
+def _fmt(x, spec: str, none: str = "–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def stats_rows(rec: dict) -> list[tuple[str, str]]:
+    """(name, value) rows: speed and likelihood of one run (How it works explains the two log p)."""
+    st = rec["stats"]
+    exact = all(len(s["positions"]) == 1 for s in rec["steps"])
+    return [
+        ("order", strategy_label(rec["settings"])),
+        ("steps", str(len(rec["steps"]))),
+        ("tokens generated", str(st.get("tokens"))),
+        ("forward passes", str(st.get("forward_passes"))),
+        ("decode wall time", f"{_fmt(st.get('decode_seconds'), '.3f')} s"),
+        ("tokens / s", _fmt(st.get("tokens_per_s"), ".1f")),
+        ("log p, this run's order", f"{_fmt(st.get('log_likelihood'), '.2f')} "
+                                    f"({'exact' if exact else 'group-factorized'})"),
+        ("log p, left-to-right", f"{_fmt(st.get('ar_log_likelihood'), '.2f')} (exact)"),
+    ]
+
+
+STRATEGY_LABELS = {
+    "left_to_right": "left-to-right", "right_to_left": "right-to-left", "random": "random order",
+    "outside_in": "outside-in", "custom": "custom group order", "confidence": "dynamic: confidence",
+    "margin": "dynamic: margin", "entropy": "dynamic: entropy", "dynamic_random": "dynamic: random",
+}
+
+
+def strategy_label(settings: dict) -> str:
+    s = settings.get("strategy", "")
+    name = STRATEGY_LABELS.get(s, s)
+    dynamic = s in ("confidence", "margin", "entropy", "dynamic_random")
+    if dynamic and settings.get("threshold"):
+        return f"{name}, p ≥ {settings['threshold']:g} per step"
+    if s == "custom":
+        return f"{name} '{settings.get('custom_order', '')}', {settings.get('group_size', 1)} per blank per step"
+    return f"{name}, {'k' if dynamic else 'group size'} {settings.get('group_size', 1)}"
+
+
+def editor_spans(segments: list[Segment]) -> list[tuple[str, str | None]]:
+    """The blank editor's value: visible text unlabelled, each blank as its [[N]] marker."""
+    return [(f"[[{s.length}]]", EDITOR_BLANK) if isinstance(s, Blank) else (s, None) for s in segments]
+
+
+def blanks_table(segments: list[Segment], width: int = 24) -> list[list]:
+    """Rows [#, tokens, text before it, original] for the blanks of a story (display only)."""
+    rows, before = [], ""
+    for s in segments:
+        if isinstance(s, Blank):
+            ctx = before[-width:].replace("\n", " ")
+            rows.append([len(rows) + 1, s.length, ("…" if len(before) > width else "") + ctx, s.original or ""])
+        else:
+            before = s
+    return rows

@@ -1,0 +1,169 @@
+"""Editing a story's blanks: the template text, the selection editor and the helpers, kept in step.
+
+The template (text with [[N]] blanks) is the single source of truth. The editor (an interactive
+gr.HighlightedText) shows it with every blank as a labelled `[[N]]` piece; the browser lets a
+user select text inside a piece, which labels it. `from_editor` reads such a value back:
+
+    a newly labelled piece of text      -> a new blank (length: the "new blank length" box, or a
+                                           number typed as its label, or the text's token count)
+    a blank piece whose label is a number -> that blank resized to the number
+    a blank piece whose label was removed -> the blank undone (its original text restored when
+                                           known, else dropped)
+
+Per-user state is a small dict {"template", "originals"}: the text each blank replaced, in blank
+order, when it was made by selection or a helper (None for typed blanks). Nothing here imports
+Gradio; ui.py turns these values into component updates.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from model.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence,
+                          blanks_of, clean_text, encode_segments, format_template, merge_text,
+                          parse_custom_order, parse_template, token_counter)
+
+from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
+
+
+def new_state(template: str = "", originals: list | None = None) -> dict:
+    return {"template": template, "originals": list(originals or [])}
+
+
+def with_originals(segments: list, originals: list) -> list:
+    it = iter(originals or [])
+    return [Blank(s.length, next(it, None)) if isinstance(s, Blank) else s for s in segments]
+
+
+def state_of(segments: list) -> dict:
+    return new_state(format_template(segments), [b.original for b in blanks_of(segments)])
+
+
+@dataclass
+class StoryView:
+    template: str
+    editor: list  # (text, label) pieces
+    table: list  # rows for the blanks table
+    info: str  # Markdown (escaped)
+    state: dict
+
+
+def view(template: str, state: dict, tokenizer, max_positions: int, custom_order: str = "",
+         note: str = "") -> StoryView:
+    """Everything the story area shows for a template; problems go to `info`, never raise."""
+    clean, removed = clean_text(template)
+    if removed:
+        note = (note + " " if note else "") + f"Removed {removed} control character{'s' if removed != 1 else ''}."
+    try:
+        segments = parse_template(clean)
+    except ValueError as e:
+        return StoryView(clean, [(clean, None)], [], f"⚠️ {md_escape(str(e))}", new_state(clean))
+    originals = state.get("originals") if state.get("template") == clean else []
+    segments = with_originals(segments, originals)
+    blanks = blanks_of(segments)
+    table = blanks_table(segments)
+    try:
+        stages = parse_custom_order(custom_order, len(blanks)) if custom_order.strip() else None
+    except ValueError:
+        stages = None
+    for row, g in zip(table, stages or range(1, len(table) + 1)):
+        row.append(g)
+    try:
+        enc = encode_segments(tokenizer, segments, tokenizer.bos_token_id, max_positions)
+        info = (f"{len(enc.input_ids)} tokens with the BOS (context {max_positions}) · {len(blanks)} blank"
+                f"{'s' if len(blanks) != 1 else ''}: " + " + ".join(str(b.length) for b in blanks)
+                + f" = {sum(b.length for b in blanks)} tokens to fill")
+    except ValueError as e:
+        info = f"⚠️ {md_escape(str(e))}"
+    if note:
+        info = f"{md_escape(note)}  \n{info}"
+    return StoryView(clean, editor_spans(segments), table, info, new_state(clean, [b.original for b in blanks]))
+
+
+def _label_length(label) -> int | None:
+    s = str(label).strip()
+    return int(s) if re.fullmatch(r"\d{1,6}", s) and int(s) > 0 else None
+
+
+def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -> tuple[list, str] | None:
+    """Read the editor's value back into segments; None when nothing changed (our own render).
+
+    Returns (segments, note)."""
+    if not pieces:
+        return None
+    count = token_counter(tokenizer)
+    old = list(state.get("originals") or [])
+    k = 0  # index of the next pre-existing blank
+    changed, notes = False, []
+    segments: list = []
+    text, spans, lengths = "", [], []  # plain text since the last blank, and new selections in it
+
+    def flush():
+        nonlocal text, spans, lengths
+        segments.extend(blank_char_spans(text, spans, count, lengths) if spans else [text])
+        text, spans, lengths = "", [], []
+
+    for piece in pieces:
+        tok, label = (piece[0], piece[1]) if isinstance(piece, (list, tuple)) else (piece["token"], piece.get("class_or_confidence"))
+        tok = clean_text(str(tok))[0]
+        marker = BLANK_RE.fullmatch(tok.strip())
+        if label is None or label == "":
+            # blank markers in plain text had their label removed: undo those blanks
+            last = 0
+            for m in BLANK_RE.finditer(tok):
+                changed = True
+                orig = old[k] if k < len(old) else None
+                text += tok[last:m.start()] + (orig or "")
+                if orig is None:
+                    notes.append(f"removed blank {k + 1} (its original text is unknown)")
+                k, last = k + 1, m.end()
+            text += tok[last:]
+        elif marker and str(label) == EDITOR_BLANK:
+            flush()
+            segments.append(parse_template(tok.strip())[0])
+            segments[-1] = Blank(segments[-1].length, old[k] if k < len(old) else None)
+            k += 1
+        elif marker and _label_length(label):  # a blank's label edited to a number: resize it
+            flush()
+            changed = True
+            segments.append(Blank(min(_label_length(label), 1024), old[k] if k < len(old) else None))
+            k += 1
+        elif tok.strip() and not BLANK_RE.search(tok):  # a new selection
+            changed = True
+            spans.append((len(text), len(text) + len(tok)))
+            lengths.append(new_length if new_length else _label_length(label))
+            text += tok
+        else:  # a selection that cut through a [[N]] marker: keep the text as it was
+            changed = True
+            text += tok
+    flush()
+    if not changed:
+        return None
+    return merge_text(segments), "; ".join(notes).capitalize() + ("." if notes else "")
+
+
+def _segments(template: str, state: dict) -> list:
+    segments = parse_template(template)
+    same = state.get("template") == clean_text(template)[0]
+    return with_originals(segments, state.get("originals") if same else [])
+
+
+def random_sentence(template: str, state: dict, tokenizer, rng: random.Random) -> list:
+    return blank_random_sentence(_segments(template, state), rng, token_counter(tokenizer))
+
+
+def fraction_of_words(template: str, state: dict, frac: float, tokenizer, rng: random.Random) -> list:
+    return blank_fraction_of_words(_segments(template, state), frac, rng, token_counter(tokenizer))
+
+
+def restore(template: str, state: dict) -> tuple[list, int]:
+    """Put back the original text of every blank that remembers it; (segments, how many)."""
+    segments, n = [], 0
+    for s in _segments(template, state):
+        if isinstance(s, Blank) and s.original is not None:
+            segments.append(s.original)
+            n += 1
+        else:
+            segments.append(s)
+    return merge_text(segments), n
