@@ -10,11 +10,17 @@ Stages (DESIGN.md, "Training"; a stage is a config entry: grouping sampler, step
   3  "mix": random groups (4-8), spans in random order, and the infilling patterns inference uses
 One grouping is drawn per sequence (groups.make_sampler); loss on real tokens only.
 
+The masked-diffusion baseline (model/diffusion.py) uses the same loop: a stage with sampler
+"diffusion" (or "diffusion:N", attention annealed from causal to full over its first N steps, as
+DiffuGPT does) wraps the AR base in DiffusionLM, at the end of stage 0 or at once with
+`--base-model`. Its held-out number is `nll_bound`, the MDLM ELBO bound per token (>= NLL).
+Diffusion and A3 stages cannot follow one another in one recipe: both start from the AR base.
+
 Each stage gets a fresh AdamW with linear warm-up and cosine decay. `out/last/` holds the latest
 checkpoint (weights, optimizer, stage and step, RNG state) and a restart resumes from it; the
 stage list may be edited between restarts (steps of later stages, say). Metrics go to
 `out/metrics.jsonl`; held-out NLL is measured every `eval_every` steps on fixed eval rows.
-`out/base/` keeps the stage-0 model, `out/final/` the finished A3 checkpoint.
+`out/base/` keeps the stage-0 model, `out/final/` the finished A3 (or diffusion) checkpoint.
 """
 from __future__ import annotations
 
@@ -34,13 +40,14 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from .a3 import A3Config, A3Model
 from .data import load_packed, load_tokenizer
+from .diffusion import DiffusionConfig, DiffusionLM
 from .groups import make_sampler
 
 
 @dataclass
 class Stage:
     name: str
-    sampler: str  # "base" (stage 0: plain causal LM) or a groups.make_sampler spec
+    sampler: str  # "base" (stage 0: plain causal LM), "diffusion[:N]" or a groups.make_sampler spec
     steps: int
     lr: float
     warmup: int = 50
@@ -91,6 +98,23 @@ def lr_at(step: int, stage: Stage) -> float:
     return stage.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def stage_kind(spec: str) -> str:
+    """What a stage trains: "base" (causal LM), "diffusion" (DiffusionLM) or "a3"."""
+    if spec == "base":
+        return "base"
+    return "diffusion" if spec.partition(":")[0] == "diffusion" else "a3"
+
+
+def anneal_ratio(spec: str, step: int) -> float:
+    """Attention openness of a diffusion stage at `step`: "diffusion:N" grows linearly from causal
+    (0) to full (1) over N steps (DiffuGPT's annealing); plain "diffusion" is full from the start."""
+    arg = spec.partition(":")[2]
+    if arg and not arg.isdigit():
+        raise ValueError(f"diffusion stage spec must be 'diffusion' or 'diffusion:N' (N annealing steps); got {spec!r}")
+    n = int(arg or 0)
+    return 1.0 if n == 0 else min(1.0, step / n)
+
+
 def build_base(cfg: TrainConfig, vocab: int) -> LlamaForCausalLM:
     if cfg.base_model:
         return AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
@@ -122,6 +146,14 @@ def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed:
     model.eval()
     dev = next(model.parameters()).device
     out = {}
+    if stage_kind(sampler_spec) == "diffusion":
+        # MC ELBO bound per token (an upper bound on NLL), full attention, fixed masks
+        gen, tot = torch.Generator().manual_seed(seed), 0.0
+        for i in range(0, len(eval_ids), batch):
+            ids = eval_ids[i:i + batch].to(dev)
+            tot += model(ids, generator=gen).loss.item() * len(ids)
+        model.train()
+        return {"nll_bound": tot / len(eval_ids)}
     specs = [("nll", None)] if sampler_spec == "base" else [("nll", sampler_spec), ("nll_ar", "ar")]
     for key, spec in specs:
         rng, tot = random.Random(seed), 0.0
@@ -135,19 +167,21 @@ def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed:
 
 
 def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: int, tokens: int,
-               elapsed: float, rng: random.Random, tokenizer, is_a3: bool) -> None:
+               elapsed: float, rng: random.Random, tokenizer, is_a3: bool, diffusion: bool = False) -> None:
     """Write out/last atomically: weights, optimizer, position in the recipe, RNG."""
     if not acc.is_main_process:
         return
     tmp = out / "last.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     net = acc.unwrap_model(model)
-    net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 else net.save_pretrained(tmp)
+    net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 or diffusion else net.save_pretrained(tmp)
     # at a stage boundary the next stage starts a fresh optimizer, so none is kept
     torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
-    (tmp / "progress.json").write_text(json.dumps(
-        {"stage": stage_idx, "step": step, "tokens": tokens, "elapsed": elapsed, "a3": is_a3}))
+    prog = {"stage": stage_idx, "step": step, "tokens": tokens, "elapsed": elapsed, "a3": is_a3}
+    if diffusion:  # only diffusion runs carry the key: A3 runs keep their format
+        prog["diffusion"] = True
+    (tmp / "progress.json").write_text(json.dumps(prog))
     shutil.rmtree(out / "last", ignore_errors=True)
     tmp.rename(out / "last")
 
@@ -160,6 +194,9 @@ def train(cfg: TrainConfig) -> Path:
         mp = "bf16" if torch.cuda.is_available() else "no"
     acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
     torch.manual_seed(cfg.seed)
+    for s in cfg.stages:
+        if stage_kind(s.sampler) == "diffusion":
+            anneal_ratio(s.sampler, 0)  # refuse a malformed spec before any work
     tokenizer = load_tokenizer(cfg.data_dir)
     train_ids = load_packed(cfg.data_dir, "train", cfg.seq_len, tokenizer)
     eval_ids = load_packed(cfg.data_dir, "eval", cfg.seq_len, tokenizer)[:cfg.eval_rows]
@@ -172,12 +209,17 @@ def train(cfg: TrainConfig) -> Path:
     if resume:
         prog = json.loads((last / "progress.json").read_text())
         stage_idx, step, tokens, elapsed = prog["stage"], prog["step"], prog["tokens"], prog["elapsed"]
-        model = (A3Model.from_pretrained(last) if prog["a3"]
-                 else AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32))
+        if prog.get("diffusion"):
+            model = DiffusionLM.from_pretrained(last)
+        else:
+            model = (A3Model.from_pretrained(last) if prog["a3"]
+                     else AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32))
         acc.print(f"resuming at stage {stage_idx} step {step} ({tokens} tokens)")
     else:
         model = build_base(cfg, len(tokenizer))
-        if cfg.stages[0].sampler != "base":
+        if stage_kind(cfg.stages[0].sampler) == "diffusion":
+            model = wrap_diffusion(model, tokenizer, cfg.base_model or "stage 0")
+        elif cfg.stages[0].sampler != "base":
             model = A3Model.from_base(model, a3_config=A3Config(base_model=cfg.base_model or "stage 0"))
     log = open(out / "metrics.jsonl", "a")
 
@@ -188,7 +230,17 @@ def train(cfg: TrainConfig) -> Path:
 
     while stage_idx < len(cfg.stages):
         stage = cfg.stages[stage_idx]
-        is_a3 = stage.sampler != "base"
+        kind = stage_kind(stage.sampler)
+        is_a3, diffusion = kind == "a3", kind == "diffusion"
+        if (diffusion and isinstance(model, A3Model)) or (is_a3 and isinstance(model, DiffusionLM)):
+            raise ValueError(f"stage {stage.name!r} ({kind}) cannot follow a {'diffusion' if is_a3 else 'A3'} "
+                             "stage: both start from the AR base; train them as separate runs with --base-model")
+        if diffusion and not isinstance(model, DiffusionLM):
+            # the end of stage 0: keep the AR base, then run it bidirectionally with a mask token
+            if acc.is_main_process:
+                model.save_pretrained(out / "base")
+                tokenizer.save_pretrained(out / "base")
+            model = wrap_diffusion(model, tokenizer, cfg.base_model or "stage 0 (out/base)")
         if is_a3 and not isinstance(model, A3Model):
             # the end of stage 0: keep the AR base, then wrap it with a fresh query vector w
             if acc.is_main_process:
@@ -207,6 +259,7 @@ def train(cfg: TrainConfig) -> Path:
             resume = False
         model, opt = acc.prepare(model, opt)
         sampler = None if not is_a3 else make_sampler(stage.sampler)
+        dgen = torch.Generator().manual_seed(cfg.seed + 1000 * stage_idx + step)  # diffusion t / masks
         bar = tqdm(total=stage.steps, initial=step, desc=stage.name, mininterval=30,
                    disable=not acc.is_main_process)
         t_last = time.time()
@@ -218,7 +271,10 @@ def train(cfg: TrainConfig) -> Path:
                 ids = train_ids[rows].to(acc.device)
                 g = None if sampler is None else grouping_batch(sampler, len(ids), cfg.seq_len, rng).to(acc.device)
                 with acc.accumulate(model):
-                    loss = stage_loss(model, ids, g)
+                    if diffusion:
+                        loss = model(ids, attn_ratio=anneal_ratio(stage.sampler, step), generator=dgen).loss
+                    else:
+                        loss = stage_loss(model, ids, g)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip:
                         acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -239,7 +295,7 @@ def train(cfg: TrainConfig) -> Path:
             if step % cfg.save_every == 0 or step == stage.steps:
                 done = step == stage.steps
                 save_state(acc, model, opt, out, stage_idx + done, 0 if done else step, tokens, elapsed, rng,
-                           tokenizer, is_a3)
+                           tokenizer, is_a3, diffusion)
         bar.close()
         model = acc.unwrap_model(model)
         stage_idx, step = stage_idx + 1, 0
@@ -247,18 +303,27 @@ def train(cfg: TrainConfig) -> Path:
     final = out / "final"
     if acc.is_main_process:
         net = model
-        if not isinstance(net, A3Model):
-            raise ValueError("the recipe ended without an A3 stage; add at least one stage after 'base'")
-        net.a3_config.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
-                                  "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
-                                  "seconds": round(elapsed)}
+        if not isinstance(net, (A3Model, DiffusionLM)):
+            raise ValueError("the recipe ended without an A3 or diffusion stage; add at least one stage after 'base'")
+        recipe = net.a3_config if isinstance(net, A3Model) else net.diffusion_config
+        recipe.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
+                           "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
+                           "seconds": round(elapsed)}
         net.save_pretrained(final, tokenizer=tokenizer)
     log.close()
     return final
 
 
+def wrap_diffusion(base, tokenizer, source: str) -> DiffusionLM:
+    """The AR base as a masked diffusion LM over the tokenizer's <mask> token."""
+    if tokenizer.mask_token_id is None:
+        raise ValueError("the tokenizer has no mask token; a diffusion stage needs one (<mask>)")
+    return DiffusionLM(base, DiffusionConfig(base_model=source), mask_token_id=tokenizer.mask_token_id)
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Train the A3 curriculum (stage 0 base + stages 1-3).")
+    p = argparse.ArgumentParser(description="Train the A3 curriculum (stage 0 base + stages 1-3) "
+                                "or the masked-diffusion baseline (a 'diffusion' stage).")
     p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stages' list")
     p.add_argument("--out", dest="out_dir", help="output directory (resumes from OUT/last if present)")
     p.add_argument("--data", dest="data_dir", help="prepared corpus (python -m model.data prepare)")
