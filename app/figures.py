@@ -72,8 +72,13 @@ def order_figure(rec: dict, k: int | None = None) -> go.Figure:
         ))
     if 0 < k < n:
         fig.add_hline(y=k + 0.5, line=dict(color="#64748b", dash="dot", width=1))
-    fig.update_yaxes(title="step", autorange="reversed", rangemode="tozero")
-    fig.update_xaxes(title="position in the sequence (BOS = 0)")
+    fig.update_yaxes(title="step", autorange="reversed", rangemode="tozero", tickformat="d")
+    fig.update_xaxes(title="position in the sequence (BOS = 0)", tickformat="d")
+    span = (max(r["pos"] for r in rows) - min(r["pos"] for r in rows)) if rows else 0
+    if span <= 24:  # few positions: one tick each, no half positions
+        fig.update_xaxes(dtick=1)
+    if n <= 24:
+        fig.update_yaxes(dtick=1)
     strategy = rec["settings"].get("strategy", "")
     return _layout(fig, f"Decoding order — {strategy.replace('_', ' ')}: which step filled which position"
                    + (f" (step {k} of {n})" if k < n else ""), 340)
@@ -98,7 +103,7 @@ def token_figure(rec: dict) -> go.Figure:
                   row=2, col=1)
     # log scale: an untrained model's 1/V and a trained model's 0.9 are both readable
     low = min([r["prob"] for r in rows if r["prob"] > 0] + [1e-3])
-    fig.update_yaxes(type="log", range=[math.floor(math.log10(low)) - 0.1, 0.05], row=1, col=1)
+    fig.update_yaxes(type="log", range=[math.floor(math.log10(low)) - 0.1, 0.05], dtick=1, row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=2, col=1)
     step = max(1, len(x) // 40)  # keep tick labels readable on long runs
     fig.update_xaxes(tickmode="array", tickvals=x[::step], ticktext=ticks[::step], tickangle=-60, row=2, col=1)

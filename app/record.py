@@ -11,6 +11,7 @@ gives a message rather than a traceback). Shape:
     layout                  [{kind: "text"|"blank", text, positions, original}]  (infill.Piece)
     input_ids, blank_mask   the request as decoded (BOS first)
     steps                   [model.decode.Step as a dict], in order
+    fills                   each blank's tokens decoded together (optional; set by the app)
     stats                   {forward_passes, decode_seconds, tokens, tokens_per_s, log_likelihood,
                              factorization, ar_log_likelihood, total_seconds}
     created                 ISO time (UTC)
@@ -106,6 +107,9 @@ def from_json(text: str | bytes) -> dict:
         _need(all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in s["probs"]),
               f"step {s['index']} has a probability outside [0, 1]")
         seen.update(s["positions"])
+    fills = rec.get("fills")
+    if fills is not None and not (isinstance(fills, list) and all(isinstance(f, str) for f in fills)):
+        rec.pop("fills")  # optional and derivable: drop a malformed one rather than refuse the file
     rec["model"] = rec.get("model") if isinstance(rec.get("model"), dict) else {}
     rec["settings"] = {**SETTINGS_DEFAULTS, **rec["settings"]}
     return rec

@@ -85,7 +85,13 @@ def caption(rec: dict, k: int | None = None) -> str:
 
 
 def filled_text(rec: dict, k: int | None = None) -> str:
-    """The story as plain text after k steps (pending tokens shown as ▁)."""
+    """The story as plain text after k steps (pending tokens shown as ▁). When the run is
+    complete and the record carries `fills` (each blank decoded as one piece, so characters
+    split across byte tokens come out whole), those are used."""
+    fills = rec.get("fills")
+    if (k is None or k >= len(rec["steps"])) and fills and len(fills) == sum(p["kind"] == "blank" for p in rec["layout"]):
+        it = iter(fills)
+        return "".join(p["text"] if p["kind"] == "text" else next(it) for p in rec["layout"])
     return "".join(t for t, _ in frame_spans(rec, k))
 
 

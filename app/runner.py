@@ -7,7 +7,8 @@
 `compute` is the only function that touches the model. It is wrapped with `spaces.GPU` when the
 `spaces` package is importable (ZeroGPU), so a run holds the GPU for one short call; the UI then
 animates the recorded steps on the CPU (the replay pattern). Without `spaces` it runs unchanged;
-a lock keeps two CPU runs from fighting over the same cores. Decoding itself is the core's
+a lock keeps two CPU runs from fighting over the same cores, and a small model decodes on one
+thread (models.cpu_threads). Decoding itself is the core's
 generator (model.decode); nothing here masks or samples.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ except ImportError:
     spaces = None
 
 MAX_SEED = 2 ** 63 - 1
+MAX_CHARS = 100_000  # longer text cannot fit any model's context here; refuse before tokenizing it
 _LOCK = threading.Lock()
 
 
@@ -71,6 +73,8 @@ def parse_seed(text) -> int:
 def settings_from_inputs(template, strategy, group_size, threshold, custom_order, temperature,
                          top_k, top_p, seed) -> dict:
     """Raw widget values -> a checked settings dict (see record.SETTINGS_DEFAULTS)."""
+    if len(str(template or "")) > MAX_CHARS:
+        raise ValueError(f"the text is {len(str(template))} characters long; keep it under {MAX_CHARS}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {str(strategy)[:40]!r}; pick one from the list")
     dynamic = strategy in DYNAMIC_ORDERS
@@ -125,15 +129,22 @@ def _duration(key, input_ids, blank_mask, cfg) -> int:
 def _compute(key: str, input_ids: list[int], blank_mask: list[bool], cfg: DecodeConfig):
     """Decode to the end; return (steps, left-to-right log p of the filled blanks, seconds)."""
     model, tok = models.load(key)
+    threads = models.cpu_threads(model)
     with _LOCK:
-        t0 = time.perf_counter()
-        steps = list(decode(model, input_ids, blank_mask, cfg, tok))
-        out = list(input_ids)
-        for s in steps:
-            for p, t in zip(s.positions, s.token_ids):
-                out[p] = t
-        ar = ar_log_likelihood(model, out, blank_mask)
-        return steps, ar, time.perf_counter() - t0
+        before = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            t0 = time.perf_counter()
+            steps = list(decode(model, input_ids, blank_mask, cfg, tok))
+            out = list(input_ids)
+            for s in steps:
+                for p, t in zip(s.positions, s.token_ids):
+                    out[p] = t
+            ar = ar_log_likelihood(model, out, blank_mask)
+            return steps, ar, time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(before)
 
 
 def ar_log_likelihood(model, ids: list[int], blank_mask: list[bool]) -> float:

@@ -25,6 +25,7 @@ from model.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction_of_w
                           parse_custom_order, parse_template, token_counter)
 
 from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
+from .runner import MAX_CHARS
 
 
 def new_state(template: str = "", originals: list | None = None) -> dict:
@@ -52,6 +53,10 @@ class StoryView:
 def view(template: str, state: dict, tokenizer, max_positions: int, custom_order: str = "",
          note: str = "") -> StoryView:
     """Everything the story area shows for a template; problems go to `info`, never raise."""
+    if len(template or "") > MAX_CHARS:
+        short = (template or "")[:MAX_CHARS]
+        return StoryView(short, [(short, None)], [], f"⚠️ the text is longer than {MAX_CHARS} characters; "
+                         "shorten it", new_state(short))
     clean, removed = clean_text(template)
     if removed:
         note = (note + " " if note else "") + f"Removed {removed} control character{'s' if removed != 1 else ''}."
@@ -117,6 +122,8 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -
                 text += tok[last:m.start()] + (orig or "")
                 if orig is None:
                     notes.append(f"removed blank {k + 1} (its original text is unknown)")
+                    if text.endswith(" ") and tok[m.end():m.end() + 1] in (" ", ""):
+                        text = text[:-1]  # no double space where the blank was
                 k, last = k + 1, m.end()
             text += tok[last:]
         elif marker and str(label) == EDITOR_BLANK:

@@ -39,6 +39,7 @@ CSS = """
 .caption p {font-family: ui-monospace, monospace; font-size: 13px;}
 #model-note p {margin: 0;}
 .warn {color: #b45309;}
+#dice {align-self: end; margin-bottom: 6px;}
 """
 
 HOW = """
@@ -157,7 +158,11 @@ def prepare_run(template, model_key, strategy, group_size, threshold, custom_ord
 def execute(settings, enc, cfg, entry) -> dict:
     t0 = time.perf_counter()
     steps, ar, _ = runner.compute(entry["path"], enc.input_ids, enc.blank_mask, cfg)
-    return record.make_record(entry, settings, enc, steps, ar, time.perf_counter() - t0)
+    rec = record.make_record(entry, settings, enc, steps, ar, time.perf_counter() - t0)
+    _, tok = models.load(entry["path"])
+    out = {p: t for s in steps for p, t in zip(s.positions, s.token_ids)}
+    rec["fills"] = [tok.decode([out[p] for p in span]) for span in enc.blank_spans]
+    return rec
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,10 +240,10 @@ def build_demo() -> gr.Blocks:
                                             elem_id="temperature")
                     top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
                     top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
-                    with gr.Row(equal_height=True):
+                    with gr.Row():
                         seed = gr.Textbox("0", label="Seed", elem_id="seed", scale=3)
-                        dice = gr.Button("Random seed", size="sm", scale=2)
-                speed = gr.Slider(0, 1, value=0.2, step=0.05, label="Animation: seconds per step (0 = instant)",
+                        dice = gr.Button("Random seed", size="sm", scale=1, elem_id="dice")
+                speed = gr.Slider(0, 1, value=0.15, step=0.05, label="Animation: seconds per step (0 = instant)",
                                   elem_id="speed")
 
         with gr.Tabs():
@@ -270,7 +275,7 @@ def build_demo() -> gr.Blocks:
                             s_co = gr.Textbox("", label="Custom order", placeholder="2 1 3")
                             s_cap = gr.Markdown("", elem_classes=["caption"])
                             s_ht = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=False,
-                                                      combine_adjacent=False, label=f"Result {name}",
+                                                      show_inline_category=False, combine_adjacent=False, label=f"Result {name}",
                                                       elem_classes=["cmp-result"], elem_id=f"cmp-result-{name}")
                             s_plot = gr.Plot(label=f"Decoding order {name}")
                             sides.append((s_dd, s_gs, s_thr, s_co, s_cap, s_ht, s_plot))
@@ -520,6 +525,8 @@ def build_demo() -> gr.Blocks:
         for s in sides:
             s[0].change(toggle, s[0], [s[2], s[3]], show_progress="hidden", api_visibility="private")
         demo.load(toggle, strategy, [threshold, custom_order], api_visibility="private")
+        for s in sides:
+            demo.load(toggle, s[0], [s[2], s[3]], api_visibility="private")
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo
 

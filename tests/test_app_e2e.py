@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from model.a3 import A3Model
 
-CONTEXT = 128
+CONTEXT = 256  # the example stories are ~170 tokens with the small test tokenizer
 STORY = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
 TOTAL = 7
 OUT = ["result", "caption", "replay", "status", "stats", "filled", "order", "tokens", "download"]
@@ -27,12 +27,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_tiny_checkpoint(path):
-    """A tiny untrained A3 checkpoint with a BPE trained on the example stories."""
+def write_tiny_checkpoint(path, tok=None):
+    """A tiny untrained A3 checkpoint, by default with a BPE trained on the example stories."""
     from app.models import example_texts
     from model.data import train_tokenizer
 
-    tok = train_tokenizer(example_texts(), vocab_size=500)
+    tok = tok or train_tokenizer(example_texts(), vocab_size=500)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
                       initializer_range=0.3, bos_token_id=0, eos_token_id=1, pad_token_id=2)
@@ -133,7 +133,7 @@ def test_sampling_is_reproducible_with_a_seed(app):
     (dict(template="   \n "), "empty"),
     (dict(template="No blanks in this story."), "no blank"),
     (dict(template="[[5]]"), "everything is blank"),
-    (dict(template="A long one: [[500]]."), "context"),
+    (dict(template="A long one: [[300]]."), "context"),
     (dict(template="A [[1000000]] one."), "1 to 1024"),
     (dict(template="A [[two]] words."), "number of tokens"),
     (dict(strategy="custom", custom="1 x"), "whole numbers"),

@@ -167,3 +167,33 @@ def test_settings_checks():
 def test_md_escape_makes_markup_inert():
     s = render.md_escape("<script>x</script> **b** [l](http://e)")
     assert "<" not in s and "**" not in s and "](" not in s
+
+
+def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
+    """On ZeroGPU `spaces.GPU(duration=...)` wraps the one compute call; elsewhere it runs as is."""
+    import importlib
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("spaces")
+
+    def GPU(duration=None):
+        calls.append(duration)
+        return lambda fn: ("wrapped", fn)
+
+    fake.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    try:
+        wrapped = importlib.reload(runner)
+        assert wrapped.compute[0] == "wrapped" and wrapped.compute[1] is wrapped._compute
+        assert callable(calls[0]) and 15 <= calls[0]("k", [0, 5, 6], [False, True, True], None) <= 120
+    finally:
+        monkeypatch.delitem(sys.modules, "spaces")
+        importlib.reload(runner)
+    assert runner.compute is runner._compute
+
+
+def test_very_long_text_is_refused_early():
+    with pytest.raises(ValueError, match="characters"):
+        runner.settings_from_inputs("x" * (runner.MAX_CHARS + 1), "random", 1, 0, "", 0, 0, 1, "0")

@@ -1,0 +1,232 @@
+"""The app in a real browser (Debian chromium + chromedriver, headless, through selenium): load
+the page, blank a span by selecting it, run, wait for the result, check it, save screenshots.
+
+Skipped when /usr/bin/chromium or chromedriver is missing (`apt-get install -y chromium
+chromium-driver`). Screenshots go to $A3_SCREENSHOT_DIR when set (docs/screenshots/ is made
+that way), else to pytest's tmp dir.
+"""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM.exists() and Path(DRIVER).exists()),
+                       reason="needs /usr/bin/chromium and chromedriver (apt-get install -y chromium chromium-driver)"),
+]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    from test_app_e2e import free_port, write_tiny_checkpoint
+
+    from app.models import fallback_tokenizer
+
+    # the app's own fallback tokenizer (Austen's when data/ is prepared), so the screenshots
+    # show what a user of the untrained fallback sees
+    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-random", fallback_tokenizer())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("A3_MODEL_DIR", str(ckpt))
+    mp.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    from app.ui import build_demo, launch_kwargs
+
+    demo = build_demo()
+    kw = launch_kwargs()
+    kw.pop("server_name", None)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **kw)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100",
+                "--force-device-scale-factor=1"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    d = Path(os.environ.get("A3_SCREENSHOT_DIR") or tmp_path)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def wait_for(fn, timeout=30.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            got = fn()
+            if got:
+                return got
+        except Exception:  # the element is being re-rendered
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def by_css(driver, css):
+    from selenium.webdriver.common.by import By
+    return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def open_page(driver, url):
+    driver.get(url)
+    wait_for(lambda: by_css(driver, "#run") and by_css(driver, "#story-editor .text"), 60, "the page")
+
+
+def pick_example(driver, title):
+    from selenium.webdriver.common.by import By
+    driver.find_element(By.XPATH, f"//*[@id='examples']//*[normalize-space(text())='{title}']").click()
+    wait_for(lambda: title.split()[-1].lower() in " ".join(e.text for e in by_css(driver, "#story-editor .text")).lower()
+             or True, 10)
+
+
+RECT_JS = """
+const node = arguments[0].firstChild, i = node.textContent.indexOf(arguments[1]);
+if (i < 0) return null;
+const r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + arguments[1].length);
+const rects = r.getClientRects(), a = rects[0], b = rects[rects.length - 1];
+return [a.left + 1, (a.top + a.bottom) / 2, b.right - 1, (b.top + b.bottom) / 2];
+"""
+
+
+def drag_select(driver, element, phrase):
+    """Select `phrase` inside element the way a user does: press, drag across it, release."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    time.sleep(0.3)
+    x0, y0, x1, y1 = driver.execute_script(RECT_JS, element, phrase)
+    ab = ActionBuilder(driver)
+    ab.pointer_action.move_to_location(int(x0), int(y0)).pointer_down()
+    ab.pointer_action.move_to_location(int((x0 + x1) / 2), int(y1)).move_to_location(int(x1), int(y1)).pointer_up()
+    ab.perform()
+
+
+def open_text_accordion(driver):
+    """Open 'Story as text ...' (closed by default) unless it is open already."""
+    if not by_css(driver, "#template textarea"):
+        by_css(driver, "#text-accordion button, #text-accordion .label-wrap")[0].click()
+    return wait_for(lambda: by_css(driver, "#template textarea")[0], 10, "the template box")
+
+
+def full_page_shot(driver, path):
+    h = driver.execute_script("return document.body.scrollHeight")
+    driver.set_window_size(1400, h + 40)
+    time.sleep(0.8)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1400, 1100)
+
+
+def test_blank_a_span_run_and_see_the_result(browser, url, shots):
+    d = browser
+    open_page(d, url)
+    pick_example(d, "A change of plans")
+    wait_for(lambda: "0 blanks" in by_css(d, "#story-info")[0].text or "no blank" in by_css(d, "#story-info")[0].text,
+             10, "the example without blanks")
+    time.sleep(1.0)  # let the editor's own change event come back before selecting
+    text_el = by_css(d, "#story-editor .text")[0]
+    story = text_el.text
+    # select "the abbey" with the mouse: the editor turns the selection into a blank
+    drag_select(d, text_el, "the abbey")
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 15, "the selection to become a blank")
+    pieces = [e.text for e in by_css(d, "#story-editor .text")]
+    assert any(p.startswith("[[") for p in pieces), pieces
+    template = open_text_accordion(d).get_attribute("value")
+    assert template.count("[[") == 1 and "drive to [[" in template and "]] on Thursday" in template, template
+    original = by_css(d, "#blanks-table")[0].text
+    assert "the abbey" in original, "the blanks table remembers the text the blank replaced"
+    d.find_element("css selector", "#run").click()
+    caption = wait_for(lambda: (t := by_css(d, "#caption")[0].text) and "0 pending" in t and t, 30, "the run to finish")
+    assert caption.startswith("Step 1 of 1") or "Step" in caption
+    labels = [e.text for e in by_css(d, "#result .legend-item")]
+    assert "blank" in labels and "new p<0.1" in labels
+    result_text = "".join(e.text for e in by_css(d, "#result .textfield .text"))
+    assert "\u2581" not in result_text, "no pending blank token left"
+    before, after = template.split("[[")[0].rstrip(" "), template.split("]]")[1]
+    assert result_text.startswith(before) and result_text.endswith(after), "visible text unchanged"
+    assert story.startswith(before)
+    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot") and by_css(d, "#token-plot .js-plotly-plot"), 20,
+             "the plots")
+    d.execute_script("window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    full_page_shot(d, shots / "finished-run.png")
+    plot = by_css(d, "#order-plot")[0]
+    d.execute_script("arguments[0].scrollIntoView()", plot)
+    time.sleep(0.5)
+    by_css(d, "#order-plot")[0].screenshot(str(shots / "order-plot.png"))
+    by_css(d, "#token-plot")[0].screenshot(str(shots / "token-plot.png"))
+    assert (shots / "finished-run.png").stat().st_size > 10_000
+
+
+def test_markup_in_the_story_is_shown_as_text(browser, url):
+    d = browser
+    open_page(d, url)
+    box = open_text_accordion(d)
+    box.clear()
+    box.send_keys("<b>bold</b> <img src=x onerror=\"document.title='pwned'\"> Then she [[2]] home.")
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 15, "the typed template")
+    editor_text = " ".join(e.text for e in by_css(d, "#story-editor .text"))
+    assert "<b>bold</b>" in editor_text and "<img" in editor_text
+    assert not by_css(d, "#story-editor b") and not by_css(d, "#story-editor img")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the run to finish")
+    assert "<b>bold</b>" in by_css(d, "#result .textfield")[0].text
+    assert not by_css(d, "#result b") and not by_css(d, "#result img")
+    assert d.title != "pwned"
+
+
+def choose(driver, elem_id, label):
+    """Pick `label` in the Gradio dropdown with this elem_id."""
+    by_css(driver, f"#{elem_id} input")[0].click()
+    option = wait_for(lambda: [o for o in by_css(driver, "[role=option]")
+                               if o.text.strip().splitlines()[-1] == label][0], 10, f"option {label!r}")
+    option.click()
+    wait_for(lambda: by_css(driver, f"#{elem_id} input")[0].get_attribute("value") == label, 10, f"{label!r} chosen")
+
+
+def test_an_order_and_a_comparison(browser, url, shots):
+    d = browser
+    open_page(d, url)
+    pick_example(d, "The ball")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    choose(d, "strategy", "outside-in")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the outside-in run to finish")
+    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot"), 20, "the order plot")
+    assert "outside-in" in by_css(d, "#stats")[0].text
+    time.sleep(0.5)
+    d.execute_script("arguments[0].scrollIntoView()", by_css(d, "#order-plot")[0])
+    time.sleep(0.3)
+    by_css(d, "#order-plot")[0].screenshot(str(shots / "order-plot-outside-in.png"))
+    from selenium.webdriver.common.by import By
+    d.find_element(By.XPATH, "//button[@role='tab' and normalize-space()='Compare two orders']").click()
+    d.find_element("css selector", "#compare").click()
+    wait_for(lambda: "Done" in by_css(d, "#cmp-status")[0].text, 30, "the comparison to finish")
+    table = by_css(d, "#cmp-table")[0].text
+    assert "forward passes" in table and "tokens / s" in table and "log p, left-to-right" in table
+    for side in "AB":
+        assert "\u2581" not in by_css(d, f"#cmp-result-{side} .textfield")[0].text
+    d.execute_script("arguments[0].scrollIntoView()", by_css(d, "#cmp-strategy-A")[0])
+    time.sleep(0.8)
+    full_page_shot(d, shots / "compare.png")
