@@ -28,6 +28,9 @@ from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
 from .runner import MAX_CHARS
 
 
+MARKER_RE = re.compile(r"\[\[\s*\+?\d{1,6}\s*\]\]")  # a well-formed [[N]] as the editor renders it
+
+
 def new_state(template: str = "", originals: list | None = None) -> dict:
     return {"template": template, "originals": list(originals or [])}
 
@@ -44,7 +47,7 @@ def state_of(segments: list) -> dict:
 @dataclass
 class StoryView:
     template: str
-    editor: list  # (text, label) pieces
+    editor: list | None  # (text, label) pieces; None: leave the editor as it is
     table: list  # rows for the blanks table
     info: str  # Markdown (escaped)
     state: dict
@@ -55,7 +58,7 @@ def view(template: str, state: dict, tokenizer, max_positions: int, custom_order
     """Everything the story area shows for a template; problems go to `info`, never raise."""
     if len(template or "") > MAX_CHARS:
         short = (template or "")[:MAX_CHARS]
-        return StoryView(short, [(short, None)], [], f"⚠️ the text is longer than {MAX_CHARS} characters; "
+        return StoryView(short, None, [], f"⚠️ the text is longer than {MAX_CHARS} characters; "
                          "shorten it", new_state(short))
     clean, removed = clean_text(template)
     if removed:
@@ -63,7 +66,9 @@ def view(template: str, state: dict, tokenizer, max_positions: int, custom_order
     try:
         segments = parse_template(clean)
     except ValueError as e:
-        return StoryView(clean, [(clean, None)], [], f"⚠️ {md_escape(str(e))}", new_state(clean))
+        # editor None: leave the editor as it was (rendering the broken text there would turn its
+        # well-formed [[N]] into plain text, which from_editor reads as undone blanks)
+        return StoryView(clean, None, [], f"⚠️ {md_escape(str(e))}", new_state(clean))
     originals = state.get("originals") if state.get("template") == clean else []
     segments = with_originals(segments, originals)
     blanks = blanks_of(segments)
@@ -112,11 +117,11 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -
     for piece in pieces:
         tok, label = (piece[0], piece[1]) if isinstance(piece, (list, tuple)) else (piece["token"], piece.get("class_or_confidence"))
         tok = clean_text(str(tok))[0]
-        marker = BLANK_RE.fullmatch(tok.strip())
+        marker = MARKER_RE.fullmatch(tok.strip())
         if label is None or label == "":
             # blank markers in plain text had their label removed: undo those blanks
             last = 0
-            for m in BLANK_RE.finditer(tok):
+            for m in MARKER_RE.finditer(tok):
                 changed = True
                 orig = old[k] if k < len(old) else None
                 text += tok[last:m.start()] + (orig or "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import tempfile
 import time
 import uuid
@@ -120,7 +121,14 @@ def _delay(speed: float, n_steps: int) -> float:
 
 
 def _save(rec: dict) -> str:
+    """Write a run file for the download button; files older than an hour are removed."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    for old in RUN_DIR.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     d = RUN_DIR / uuid.uuid4().hex[:12]
     d.mkdir()
     s = rec["settings"]
@@ -178,7 +186,8 @@ def build_demo() -> gr.Blocks:
     tok0, ctx0 = _tok(default.key)
     v0 = story.view(first, story.new_state(first), tok0, ctx0)
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # delete_cache: Gradio's copies of downloaded run files go after an hour too
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         story_state = gr.State(v0.state)
         run_state = gr.State(None)
 
@@ -295,7 +304,7 @@ def build_demo() -> gr.Blocks:
         def show(template_text, state, key, custom="", note=""):
             tok, ctx = _tok(key)
             v = story.view(template_text, state or {}, tok, ctx, custom or "", note)
-            return v.template, v.editor, v.table, v.info, v.state
+            return v.template, gr.skip() if v.editor is None else v.editor, v.table, v.info, v.state
 
         def show_segments(segments, key, custom, note=""):
             st = story.state_of(segments)

@@ -196,6 +196,14 @@ def test_markup_in_the_story_is_shown_as_text(browser, url):
     assert d.title != "pwned"
 
 
+def set_number(driver, elem_id, value):
+    """Type a value into the number box of a slider (what a user does to set it exactly)."""
+    box = by_css(driver, f"#{elem_id} input[type=number]")[0]
+    box.clear()
+    box.send_keys(value + "\t")
+    wait_for(lambda: float(box.get_attribute("value")) == float(value), 5, f"{elem_id} = {value}")
+
+
 def choose(driver, elem_id, label):
     """Pick `label` in the Gradio dropdown with this elem_id."""
     by_css(driver, f"#{elem_id} input")[0].click()
@@ -211,8 +219,15 @@ def test_an_order_and_a_comparison(browser, url, shots):
     pick_example(d, "The ball")
     wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
     choose(d, "strategy", "outside-in")
+    set_number(d, "speed", "0.4")  # slow enough to catch the animation mid-way
+    d.execute_script("window.scrollTo(0, 0)")
     d.find_element("css selector", "#run").click()
+    wait_for(lambda: "Step 6 of 13" in by_css(d, "#caption")[0].text, 30, "step 6 of the animation")
+    d.save_screenshot(str(shots / "animating.png"))
+    spans = by_css(d, "#result .textfield .text")
+    assert any("\u2581" in e.text for e in spans), "pending blank tokens are shown mid-way"
     wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the outside-in run to finish")
+    set_number(d, "speed", "0")
     wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot"), 20, "the order plot")
     assert "outside-in" in by_css(d, "#stats")[0].text
     time.sleep(0.5)

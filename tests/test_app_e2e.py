@@ -225,3 +225,14 @@ def test_stop_cancels_a_run_and_the_app_goes_on(app):
     next(it)
     job.cancel()
     assert int(stats(run(app)[-1])["tokens generated"]) == TOTAL
+
+
+def test_replay_and_scrub_use_the_last_run_of_the_session(app):
+    client, key = app
+    last = run(app, strategy="right_to_left", group_size=3)[-1]
+    spans, caption, _ = client.predict(1, api_name="/scrub")
+    assert caption.startswith("Step 1 of 3")
+    labels = [s["class_or_confidence"] for s in spans if s["class_or_confidence"] is not None]
+    assert labels.count("blank") == TOTAL - 3 and sum(lab.startswith("new") for lab in labels) == 3
+    frames = list(client.submit(0, api_name="/replay"))
+    assert frames[-1][0] == last["result"] and len(frames) == 3 + 1

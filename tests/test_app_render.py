@@ -144,7 +144,9 @@ def test_story_view_never_raises(tok):
     for bad in ("a [[x]] b", "", "[[3]]", "a [[900]] b", "\x00\x1b[[2]] ok"):
         v = story.view(bad, story.new_state(), tok, 128)
         assert isinstance(v.info, str)
-    assert "⚠️" in story.view("a [[x]] b", story.new_state(), tok, 128).info
+    broken = story.view("a [[2]] b [[x]] c", story.new_state(), tok, 128)
+    assert "⚠️" in broken.info and broken.editor is None, "a broken template leaves the editor alone"
+    assert story.from_editor([("a [[x]] b", None)], story.new_state(), tok) is None, "[[x]] is just text there"
     assert "Removed 2 control characters" in story.view("\x00\x1ba [[2]] b", story.new_state(), tok, 128).info
 
 
