@@ -32,6 +32,9 @@ except ImportError:
     spaces = None
 
 MAX_SEED = 2 ** 63 - 1
+# the ranges of the sampling and grouping widgets; values from the API or a run file are held to them too
+LIMITS = {"group_size": (1, 64), "threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_k": (0, 200),
+          "top_p": (0.05, 1.0)}
 MAX_CHARS = 100_000  # longer text cannot fit any model's context here; refuse before tokenizing it
 _LOCK = threading.Lock()
 
@@ -78,16 +81,16 @@ def settings_from_inputs(template, strategy, group_size, threshold, custom_order
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {str(strategy)[:40]!r}; pick one from the list")
     dynamic = strategy in DYNAMIC_ORDERS
-    thr = _float(threshold if threshold not in (None, "") else 0, "the probability threshold", 0, 1)
+    thr = _float(threshold if threshold not in (None, "") else 0, "the probability threshold", *LIMITS["threshold"])
     return {
         "template": str(template or ""),
         "strategy": strategy,
-        "group_size": _int(group_size, "group size / k", 1, 512),
+        "group_size": _int(group_size, "group size / k", *LIMITS["group_size"]),
         "threshold": thr if dynamic and thr > 0 else None,  # 0 = off; fixed orders have none
         "custom_order": str(custom_order or "")[:2000] if strategy == "custom" else "",
-        "temperature": _float(temperature, "temperature", 0, 10),
-        "top_k": _int(top_k, "top-k", 0, 100_000),
-        "top_p": _float(top_p, "top-p", 0, 1),
+        "temperature": _float(temperature, "temperature", *LIMITS["temperature"]),
+        "top_k": _int(top_k, "top-k", *LIMITS["top_k"]),
+        "top_p": _float(top_p, "top-p", *LIMITS["top_p"]),
         "seed": parse_seed(seed),
         "context": "block",
     }

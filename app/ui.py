@@ -238,17 +238,17 @@ def build_demo() -> gr.Blocks:
                                        elem_id="model")
                 strategy = gr.Dropdown(STRATEGY_CHOICES, value="left_to_right", label="Order",
                                        elem_id="strategy")
-                group_size = gr.Slider(1, 32, value=1, step=1, label="Group size (tokens per step; "
+                group_size = gr.Slider(*runner.LIMITS["group_size"], value=1, step=1, label="Group size (tokens per step; "
                                        "dynamic: k per step)", elem_id="group-size")
-                threshold = gr.Slider(0, 1, value=0, step=0.05, label="Dynamic only: probability threshold "
+                threshold = gr.Slider(*runner.LIMITS["threshold"], value=0, step=0.05, label="Dynamic only: probability threshold "
                                       "(0 = off, use k)", elem_id="threshold")
                 custom_order = gr.Textbox("", label="Custom order: one group number per blank, e.g. 2 1 3",
                                           placeholder="2 1 3", elem_id="custom-order")
                 with gr.Accordion("Sampling", open=True):
-                    temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)",
+                    temperature = gr.Slider(*runner.LIMITS["temperature"], value=0, step=0.05, label="Temperature (0 = greedy)",
                                             elem_id="temperature")
-                    top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
-                    top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
+                    top_k = gr.Slider(*runner.LIMITS["top_k"], value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
+                    top_p = gr.Slider(*runner.LIMITS["top_p"], value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
                     with gr.Row():
                         seed = gr.Textbox("0", label="Seed", elem_id="seed", scale=3)
                         dice = gr.Button("Random seed", size="sm", scale=1, elem_id="dice")
@@ -279,8 +279,8 @@ def build_demo() -> gr.Blocks:
                         with gr.Column():
                             s_dd = gr.Dropdown(STRATEGY_CHOICES, value=strat, label=f"Order {name}",
                                                elem_id=f"cmp-strategy-{name}")
-                            s_gs = gr.Slider(1, 32, value=1, step=1, label="Group size / k")
-                            s_thr = gr.Slider(0, 1, value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
+                            s_gs = gr.Slider(*runner.LIMITS["group_size"], value=1, step=1, label="Group size / k")
+                            s_thr = gr.Slider(*runner.LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
                             s_co = gr.Textbox("", label="Custom order", placeholder="2 1 3")
                             s_cap = gr.Markdown("", elem_classes=["caption"])
                             s_ht = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=False,
@@ -462,6 +462,12 @@ def build_demo() -> gr.Blocks:
             s = rec["settings"]
             values = (s["template"], s["strategy"], s["group_size"], s["threshold"] or 0, s["custom_order"],
                       s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
+            try:  # the settings go back into the widgets: hold them to the widgets' rules
+                runner.settings_from_inputs(*values)
+            except ValueError as e:
+                yield skip_all[:3] + (_error(f"the run file's settings are invalid: {e}"),) + skip_all[4:] + (
+                    gr.skip(),) * n_extra
+                return
             note = "Loaded the run file; replaying its recorded steps."
             if rec["model"].get("path") not in {e.key for e in models.available_models()}:
                 note = model_note_for_file(rec)
@@ -548,5 +554,5 @@ def model_note_for_file(rec: dict) -> str:
 
 def launch_kwargs() -> dict:
     """css/theme go to launch() in Gradio 6; host and port come from GRADIO_SERVER_NAME/PORT."""
-    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo"),
+    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo"), "max_file_size": "25mb",
             "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1" if not os.environ.get("SPACE_ID") else "0.0.0.0")}

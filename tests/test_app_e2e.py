@@ -206,6 +206,11 @@ def test_download_and_load_back(app):
         f.write('{"format": "something else"}')
     frames = list(client.submit(handle_file(bad), 0, api_name="/load_run"))
     assert "not a valid A3 Studio run file" in frames[0][3]
+    rec["settings"]["temperature"] = 1e9
+    with open(bad, "w") as f:
+        json.dump(rec, f)
+    frames = list(client.submit(handle_file(bad), 0, api_name="/load_run"))
+    assert "settings are invalid" in frames[0][3] and "temperature" in frames[0][3]
 
 
 def test_compare_two_orders(app):
