@@ -245,3 +245,52 @@ def test_an_order_and_a_comparison(browser, url, shots):
     d.execute_script("arguments[0].scrollIntoView()", by_css(d, "#cmp-strategy-A")[0])
     time.sleep(0.8)
     full_page_shot(d, shots / "compare.png")
+
+
+def edit_cell(driver, elem_id, row, col, value):
+    """Double-click a Dataframe cell, type a value, press Enter."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    cell = by_css(driver, f"#{elem_id} [data-testid='cell-{row}-{col}']")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+    ActionChains(driver).double_click(cell).perform()
+    box = wait_for(lambda: by_css(driver, f"#{elem_id} [data-testid='cell-{row}-{col}'] textarea")[0], 5, "a cell editor")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value, Keys.ENTER)
+
+
+def test_custom_order_picked_per_blank(browser, url):
+    d = browser
+    open_page(d, url)
+    pick_example(d, "The ball")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    time.sleep(1.0)
+    open_text_accordion(d)
+    edit_cell(d, "blanks-table", 0, 4, "2")
+    wait_for(lambda: by_css(d, "#strategy input")[0].get_attribute("value") == "custom group order", 10,
+             "the order to switch to custom")
+    edit_cell(d, "blanks-table", 1, 4, "1")
+    wait_for(lambda: by_css(d, "#custom-order textarea")[0].get_attribute("value") == "2 1", 10, "custom order '2 1'")
+    set_number(d, "speed", "0")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the run to finish")
+    assert "custom group order '2 1'" in by_css(d, "#stats")[0].text
+
+
+def test_stop_halts_the_animation(browser, url):
+    d = browser
+    open_page(d, url)
+    pick_example(d, "The ball")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    set_number(d, "speed", "1")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "Step 2 of 13" in by_css(d, "#caption")[0].text, 30, "the animation to start")
+    d.find_element("css selector", "#stop").click()
+    wait_for(lambda: "Stopped" in by_css(d, "#status")[0].text, 10, "the stop message")
+    caption = by_css(d, "#caption")[0].text
+    time.sleep(2.5)
+    assert by_css(d, "#caption")[0].text == caption, "no frame arrives after Stop"
+    set_number(d, "speed", "0")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "a new run after Stop")
