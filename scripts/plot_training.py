@@ -1,0 +1,86 @@
+"""Loss curves of a training run (metrics.jsonl from model.train) as a PNG and a markdown table.
+
+    python scripts/plot_training.py runs/a3-austen-tiny assets/a3-austen-tiny/loss.png
+
+The PNG is drawn with PIL (plotly's PNG export needs kaleido and a browser); the table lists
+every held-out evaluation. Prints the table to stdout for the model card.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLOURS = ["#4338ca", "#db2777", "#059669", "#d97706", "#0891b2", "#7c3aed"]
+
+
+def read(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def curves(recs: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Training loss per stage against tokens seen (smoothed over 20 steps)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in recs:
+        if "loss" in r:
+            out.setdefault(r["stage"], []).append((r["tokens"], r["loss"]))
+    for k, pts in out.items():
+        sm = []
+        for i in range(len(pts)):
+            win = pts[max(0, i - 19):i + 1]
+            sm.append((pts[i][0], sum(p[1] for p in win) / len(win)))
+        out[k] = sm
+    return out
+
+
+def draw(series: dict[str, list[tuple[int, float]]], path: Path, w: int = 900, h: int = 460) -> None:
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    pad_l, pad_r, pad_t, pad_b = 60, 200, 30, 50
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = [y for pts in series.values() for _, y in pts]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+
+    def px(x, y):
+        return (pad_l + (x - x0) / max(1, x1 - x0) * (w - pad_l - pad_r),
+                h - pad_b - (y - y0) / max(1e-9, y1 - y0) * (h - pad_t - pad_b))
+
+    d.rectangle([pad_l, pad_t, w - pad_r, h - pad_b], outline="#999")
+    for i in range(5):
+        y = y0 + (y1 - y0) * i / 4
+        _, yy = px(x0, y)
+        d.text((8, yy - 6), f"{y:.2f}", fill="#333")
+    d.text((pad_l, h - pad_b + 10), "0", fill="#333")
+    d.text((w - pad_r - 60, h - pad_b + 10), f"{x1 / 1e6:.2f}M tokens", fill="#333")
+    d.text((pad_l, 8), "training loss (nats/token, 20-step mean) vs tokens seen", fill="#111")
+    for i, (name, pts) in enumerate(series.items()):
+        c = COLOURS[i % len(COLOURS)]
+        d.line([px(x, y) for x, y in pts], fill=c, width=2)
+        d.text((w - pad_r + 10, pad_t + 18 * i), name, fill=c)
+    img.save(path)
+
+
+def table(recs: list[dict]) -> str:
+    rows = ["| stage | step | tokens | elapsed (s) | held-out NLL (stage grouping) | held-out NLL (left-to-right) |",
+            "|---|---|---|---|---|---|"]
+    for r in recs:
+        if "eval" in r:
+            ev = r["eval"]
+            first = ev.get("nll", ev.get("nll_bound"))
+            rows.append(f"| {r['stage']} | {r['step']} | {r['tokens']:,} | {r['elapsed']:.0f} | "
+                        f"{first:.3f} | {ev.get('nll_ar', float('nan')):.3f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Plot a run's loss curves and print its evaluation table.")
+    p.add_argument("run", type=Path, help="training output dir holding metrics.jsonl")
+    p.add_argument("png", type=Path, help="where to write the PNG")
+    a = p.parse_args()
+    recs = read(a.run)
+    draw(curves(recs), a.png)
+    print(table(recs))
+
+
+if __name__ == "__main__":
+    main()
