@@ -100,14 +100,14 @@ def fallback_tokenizer():
 
 
 def write_random_checkpoint(out_dir: str | Path, tokenizer=None, hidden: int = 64, layers: int = 2,
-                            max_positions: int = 512, seed: int = 0) -> Path:
+                            max_positions: int = 512, seed: int = 0, intermediate: int | None = None) -> Path:
     """Save an untrained A3 checkpoint (a LLaMA backbone of `layers` x `hidden`) with a tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from model.a3 import A3Model
 
     tok = tokenizer or fallback_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2 + hidden // 2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate or hidden * 2 + hidden // 2,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                       max_position_embeddings=max_positions, bos_token_id=tok.bos_token_id,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)

@@ -7,6 +7,7 @@ the examples, loaded models); each user's story, last run and comparison live in
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
@@ -22,6 +23,7 @@ from model.decode import DYNAMIC_ORDERS
 
 from . import figures, models, record, render, runner, story
 
+log = logging.getLogger("a3studio")
 TITLE = "A3 Studio"
 MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this
 STRATEGY_CHOICES = [(render.STRATEGY_LABELS[s], s) for s in (
@@ -148,6 +150,14 @@ def _preview(settings: dict, enc, entry: dict) -> dict:
 
 def _error(msg: str) -> str:
     return f"⚠️ {render.md_escape(msg)}"
+
+
+def _failed(err: Exception) -> str:
+    """A refused request (ValueError) says what to change; anything else is logged and reported."""
+    if isinstance(err, ValueError):
+        return _error(str(err))
+    log.exception("decoding failed")
+    return _error(f"decoding failed ({type(err).__name__}: {err}); try again or pick other settings")
 
 
 def prepare_run(template, model_key, strategy, group_size, threshold, custom_order, temperature, top_k,
@@ -430,11 +440,13 @@ def build_demo() -> gr.Blocks:
             except ValueError as e:
                 yield skip_all[:3] + (_error(str(e)),) + skip_all[4:]
                 return
-            yield frame(_preview(settings, enc, entry), 0) [:3] + ("Computing…",) + skip_all[4:]
+            # frame 0 at once; last run's numbers, plots and file cleared
+            yield frame(_preview(settings, enc, entry), 0)[:3] + (
+                "Computing…", [], "", None, None, gr.update(value=None, interactive=False), gr.skip())
             try:
                 rec = execute(settings, enc, cfg, entry)
-            except ValueError as e:
-                yield skip_all[:3] + (_error(str(e)),) + skip_all[4:]
+            except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
+                yield skip_all[:3] + (_failed(e),) + skip_all[4:]
                 return
             yield from animate(rec, speed)
 
@@ -509,8 +521,8 @@ def build_demo() -> gr.Blocks:
                 render.md_escape(render.caption(p, 0)) for p in previews) + skip[4:6] + ("Computing…", gr.skip())
             try:
                 done = [execute(*r) for r in recs]
-            except ValueError as e:
-                yield skip[:-2] + (_error(str(e)), gr.skip())
+            except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
+                yield skip[:-2] + (_failed(e), gr.skip())
                 return
             n = max(len(r["steps"]) for r in done)
             delay = _delay(speed, n)

@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from app import figures, record, render, runner, story
 from model.a3 import A3Model
 from model.data import train_tokenizer
-from model.decode import DecodeConfig, decode
+from model.decode import decode
 from model.infill import Blank, encode_segments, parse_template
 
 TEXT = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
