@@ -71,7 +71,7 @@ def shots(tmp_path):
     return d
 
 
-def wait_for(fn, timeout=30.0, what="condition"):
+def wait_for(fn, timeout=90.0, what="condition"):
     end = time.time() + timeout
     while time.time() < end:
         try:
