@@ -97,8 +97,7 @@ def open_page(driver, url):
 def pick_example(driver, title):
     from selenium.webdriver.common.by import By
     driver.find_element(By.XPATH, f"//*[@id='examples']//*[normalize-space(text())='{title}']").click()
-    wait_for(lambda: title.split()[-1].lower() in " ".join(e.text for e in by_css(driver, "#story-editor .text")).lower()
-             or True, 10)
+    time.sleep(0.5)  # the click's change event re-renders the editor
 
 
 RECT_JS = """
@@ -127,7 +126,7 @@ def open_text_accordion(driver):
     """Open 'Story as text ...' (closed by default) unless it is open already."""
     if not by_css(driver, "#template textarea"):
         by_css(driver, "#text-accordion button, #text-accordion .label-wrap")[0].click()
-    return wait_for(lambda: by_css(driver, "#template textarea")[0], 10, "the template box")
+    return wait_for(lambda: by_css(driver, "#template textarea")[0], 60, "the template box")
 
 
 def full_page_shot(driver, path):
@@ -143,13 +142,13 @@ def test_blank_a_span_run_and_see_the_result(browser, url, shots):
     open_page(d, url)
     pick_example(d, "A change of plans")
     wait_for(lambda: "0 blanks" in by_css(d, "#story-info")[0].text or "no blank" in by_css(d, "#story-info")[0].text,
-             10, "the example without blanks")
+             60, "the example without blanks")
     time.sleep(1.0)  # let the editor's own change event come back before selecting
     text_el = by_css(d, "#story-editor .text")[0]
     story = text_el.text
     # select "the abbey" with the mouse: the editor turns the selection into a blank
     drag_select(d, text_el, "the abbey")
-    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 15, "the selection to become a blank")
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 60, "the selection to become a blank")
     pieces = [e.text for e in by_css(d, "#story-editor .text")]
     assert any(p.startswith("[[") for p in pieces), pieces
     template = open_text_accordion(d).get_attribute("value")
@@ -157,7 +156,7 @@ def test_blank_a_span_run_and_see_the_result(browser, url, shots):
     original = by_css(d, "#blanks-table")[0].text
     assert "the abbey" in original, "the blanks table remembers the text the blank replaced"
     d.find_element("css selector", "#run").click()
-    caption = wait_for(lambda: (t := by_css(d, "#caption")[0].text) and "0 pending" in t and t, 30, "the run to finish")
+    caption = wait_for(lambda: (t := by_css(d, "#caption")[0].text) and "0 pending" in t and t, 60, "the run to finish")
     assert caption.startswith("Step 1 of 1") or "Step" in caption
     labels = [e.text for e in by_css(d, "#result .legend-item")]
     assert "blank" in labels and "new p<0.1" in labels
@@ -166,7 +165,7 @@ def test_blank_a_span_run_and_see_the_result(browser, url, shots):
     before, after = template.split("[[")[0].rstrip(" "), template.split("]]")[1]
     assert result_text.startswith(before) and result_text.endswith(after), "visible text unchanged"
     assert story.startswith(before)
-    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot") and by_css(d, "#token-plot .js-plotly-plot"), 20,
+    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot") and by_css(d, "#token-plot .js-plotly-plot"), 60,
              "the plots")
     d.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.5)
@@ -185,12 +184,12 @@ def test_markup_in_the_story_is_shown_as_text(browser, url):
     box = open_text_accordion(d)
     box.clear()
     box.send_keys("<b>bold</b> <img src=x onerror=\"document.title='pwned'\"> Then she [[2]] home.")
-    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 15, "the typed template")
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 60, "the typed template")
     editor_text = " ".join(e.text for e in by_css(d, "#story-editor .text"))
     assert "<b>bold</b>" in editor_text and "<img" in editor_text
     assert not by_css(d, "#story-editor b") and not by_css(d, "#story-editor img")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the run to finish")
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the run to finish")
     assert "<b>bold</b>" in by_css(d, "#result .textfield")[0].text
     assert not by_css(d, "#result b") and not by_css(d, "#result img")
     assert d.title != "pwned"
@@ -201,34 +200,34 @@ def set_number(driver, elem_id, value):
     box = by_css(driver, f"#{elem_id} input[type=number]")[0]
     box.clear()
     box.send_keys(value + "\t")
-    wait_for(lambda: float(box.get_attribute("value")) == float(value), 5, f"{elem_id} = {value}")
+    wait_for(lambda: float(box.get_attribute("value")) == float(value), 60, f"{elem_id} = {value}")
 
 
 def choose(driver, elem_id, label):
     """Pick `label` in the Gradio dropdown with this elem_id."""
     by_css(driver, f"#{elem_id} input")[0].click()
     option = wait_for(lambda: [o for o in by_css(driver, "[role=option]")
-                               if o.text.strip().splitlines()[-1] == label][0], 10, f"option {label!r}")
+                               if o.text.strip().splitlines()[-1] == label][0], 60, f"option {label!r}")
     option.click()
-    wait_for(lambda: by_css(driver, f"#{elem_id} input")[0].get_attribute("value") == label, 10, f"{label!r} chosen")
+    wait_for(lambda: by_css(driver, f"#{elem_id} input")[0].get_attribute("value") == label, 60, f"{label!r} chosen")
 
 
 def test_an_order_and_a_comparison(browser, url, shots):
     d = browser
     open_page(d, url)
     pick_example(d, "The ball")
-    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 60, "the example with two blanks")
     choose(d, "strategy", "outside-in")
     set_number(d, "speed", "0.4")  # slow enough to catch the animation mid-way
     d.execute_script("window.scrollTo(0, 0)")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "Step 6 of 13" in by_css(d, "#caption")[0].text, 30, "step 6 of the animation")
+    wait_for(lambda: "Step 6 of 13" in by_css(d, "#caption")[0].text, 60, "step 6 of the animation")
     d.save_screenshot(str(shots / "animating.png"))
     spans = by_css(d, "#result .textfield .text")
     assert any("\u2581" in e.text for e in spans), "pending blank tokens are shown mid-way"
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the outside-in run to finish")
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the outside-in run to finish")
     set_number(d, "speed", "0")
-    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot"), 20, "the order plot")
+    wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot"), 60, "the order plot")
     assert "outside-in" in by_css(d, "#stats")[0].text
     time.sleep(0.5)
     d.execute_script("arguments[0].scrollIntoView()", by_css(d, "#order-plot")[0])
@@ -237,7 +236,7 @@ def test_an_order_and_a_comparison(browser, url, shots):
     from selenium.webdriver.common.by import By
     d.find_element(By.XPATH, "//button[@role='tab' and normalize-space()='Compare two orders']").click()
     d.find_element("css selector", "#compare").click()
-    wait_for(lambda: "Done" in by_css(d, "#cmp-status")[0].text, 30, "the comparison to finish")
+    wait_for(lambda: "Done" in by_css(d, "#cmp-status")[0].text, 60, "the comparison to finish")
     table = by_css(d, "#cmp-table")[0].text
     assert "forward passes" in table and "tokens / s" in table and "log p, left-to-right" in table
     for side in "AB":
@@ -255,7 +254,7 @@ def edit_cell(driver, elem_id, row, col, value):
     cell = by_css(driver, f"#{elem_id} [data-testid='cell-{row}-{col}']")[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
     ActionChains(driver).double_click(cell).perform()
-    box = wait_for(lambda: by_css(driver, f"#{elem_id} [data-testid='cell-{row}-{col}'] textarea")[0], 5, "a cell editor")
+    box = wait_for(lambda: by_css(driver, f"#{elem_id} [data-testid='cell-{row}-{col}'] textarea")[0], 60, "a cell editor")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(value, Keys.ENTER)
 
@@ -264,17 +263,17 @@ def test_custom_order_picked_per_blank(browser, url):
     d = browser
     open_page(d, url)
     pick_example(d, "The ball")
-    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 60, "the example with two blanks")
     time.sleep(1.0)
     open_text_accordion(d)
     edit_cell(d, "blanks-table", 0, 4, "2")
     wait_for(lambda: by_css(d, "#strategy input")[0].get_attribute("value") == "custom group order", 10,
              "the order to switch to custom")
     edit_cell(d, "blanks-table", 1, 4, "1")
-    wait_for(lambda: by_css(d, "#custom-order textarea")[0].get_attribute("value") == "2 1", 10, "custom order '2 1'")
+    wait_for(lambda: by_css(d, "#custom-order textarea")[0].get_attribute("value") == "2 1", 60, "custom order '2 1'")
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "the run to finish")
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the run to finish")
     assert "custom group order '2 1'" in by_css(d, "#stats")[0].text
 
 
@@ -282,15 +281,15 @@ def test_stop_halts_the_animation(browser, url):
     d = browser
     open_page(d, url)
     pick_example(d, "The ball")
-    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 10, "the example with two blanks")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 60, "the example with two blanks")
     set_number(d, "speed", "1")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "Step 2 of 13" in by_css(d, "#caption")[0].text, 30, "the animation to start")
+    wait_for(lambda: "Step 2 of 13" in by_css(d, "#caption")[0].text, 60, "the animation to start")
     d.find_element("css selector", "#stop").click()
-    wait_for(lambda: "Stopped" in by_css(d, "#status")[0].text, 10, "the stop message")
+    wait_for(lambda: "Stopped" in by_css(d, "#status")[0].text, 60, "the stop message")
     caption = by_css(d, "#caption")[0].text
     time.sleep(2.5)
     assert by_css(d, "#caption")[0].text == caption, "no frame arrives after Stop"
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 30, "a new run after Stop")
+    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "a new run after Stop")
