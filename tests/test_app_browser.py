@@ -267,7 +267,7 @@ def test_custom_order_picked_per_blank(browser, url):
     time.sleep(1.0)
     open_text_accordion(d)
     edit_cell(d, "blanks-table", 0, 4, "2")
-    wait_for(lambda: by_css(d, "#strategy input")[0].get_attribute("value") == "custom group order", 10,
+    wait_for(lambda: by_css(d, "#strategy input")[0].get_attribute("value") == "custom group order", 60,
              "the order to switch to custom")
     edit_cell(d, "blanks-table", 1, 4, "1")
     wait_for(lambda: by_css(d, "#custom-order textarea")[0].get_attribute("value") == "2 1", 60, "custom order '2 1'")
