@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import rotate_half
 
 from .groups import group_mask
 
@@ -44,6 +44,15 @@ def check_backbone(base: nn.Module) -> None:
     sliding_layers = any(t == "sliding_attention" for t in (getattr(cfg, "layer_types", None) or []))
     if getattr(cfg, "use_sliding_window", False) or sliding_layers:
         raise ValueError("sliding-window attention is not supported; load the backbone without it")
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, R, D) rotated at its rows' positions; cos, sin (B, 1, R, D).
+
+    transformers' apply_rotary_pos_emb(q, k, ...) with the same formula, for one tensor: it rotates
+    a (q, k) pair, and the walk's q and k cover different rows, so each call would do twice the work.
+    """
+    return x * cos + rotate_half(x) * sin
 
 
 @dataclass
@@ -105,6 +114,7 @@ def two_stream_walk(base: nn.Module,
         mask = None  # the common decoding case: every key visible to every row
     x = torch.cat([h, q], dim=1)  # (B, N+M, C)
     cos, sin = net.rotary_emb(x, torch.cat([h_pos, q_pos], dim=1))  # (B, N+M, D)
+    cos, sin = cos[:, None], sin[:, None]  # (B, 1, N+M, D), broadcast over heads
     n_layers = len(net.layers)
     for li, layer in enumerate(net.layers):
         attn = layer.self_attn
@@ -117,8 +127,8 @@ def two_stream_walk(base: nn.Module,
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
             qs, k = attn.q_norm(qs), attn.k_norm(k)
         qs, k = qs.transpose(1, 2), k.transpose(1, 2)
-        qs, _ = apply_rotary_pos_emb(qs, qs, cos[:, r0:], sin[:, r0:])
-        k, _ = apply_rotary_pos_emb(k, k, cos[:, :N], sin[:, :N])
+        qs = rope(qs, cos[:, :, r0:], sin[:, :, r0:])
+        k = rope(k, cos[:, :, :N], sin[:, :, :N])
         if cache is not None:
             cache.k[li][:, :, s0:s0 + N] = k
             cache.v[li][:, :, s0:s0 + N] = v

@@ -1,0 +1,522 @@
+"""Speed benchmark: infill one blank of N tokens inside L tokens of context, four ways, one backbone.
+
+    python -m model.bench                          # tiny preset, N=64, L=512, fp32 on CPU
+    python -m model.bench --preset small --out bench.md
+    python -m model.bench --device cuda --dtype bf16 --model assets/<checkpoint>
+
+The sequence is BOS + L/2 context tokens + N blanks + L/2 context tokens. Systems (DESIGN.md,
+"Rules that keep it fast"), all greedy and all on the same weights:
+
+  A3 cached          model.decode.decode, use_cache=True: committed content K/V are cached, one
+                     walk per step over (committed + target) rows only
+  A3 full recompute  the same decoding with use_cache=False: both streams over all L+N+1
+                     positions every step (what the reference code does)
+  base generate      the base model's own HF `generate` over the prefix (BOS + left context),
+                     N new tokens with its KV cache; left-to-right only, it never sees the right context
+  diffusion          the base decoder run bidirectionally (a 4D all-visible mask) over all L+N+1
+                     positions every step, committing the k most confident blanks per step. A cost
+                     baseline: the base was never trained this way, so its tokens mean nothing.
+
+Each system runs in a fresh `spawn` process (so one system's allocator state cannot hide another's
+memory), warms up once, then is timed `--repeats` times; the table reports the median. The
+full-recompute systems (every step one identical full-size forward) warm up on their first two
+steps only, and `--slow-repeats` can time them fewer times, so a larger preset fits in minutes. Peak memory
+is the process's peak RSS over its own post-load baseline (Linux VmHWM, reset through
+/proc/self/clear_refs), or torch.cuda.max_memory_allocated over the post-load allocation on GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from .a3 import A3Model
+from .decode import DecodeConfig, decode
+
+# random-init LLaMA backbones; `tiny` is the size of the model shipped in assets/
+PRESETS = {
+    "tiny": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, num_key_value_heads=4,
+                 intermediate_size=688, vocab_size=4096),
+    "small": dict(num_hidden_layers=12, hidden_size=512, num_attention_heads=8, num_key_value_heads=8,
+                  intermediate_size=1376, vocab_size=8192),
+    # for the smoke test only
+    "test": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=37, vocab_size=99),
+}
+
+
+@dataclass(frozen=True)
+class System:
+    key: str  # short id, for --systems
+    name: str  # table label
+    kind: str  # "a3" | "generate" | "diffusion"
+    k: int = 1  # A3: group size (fixed order) or tokens per step (dynamic); diffusion: tokens per step
+    strategy: str = "left_to_right"  # A3 only
+    use_cache: bool = True  # A3 only
+
+    @property
+    def slow(self) -> bool:
+        """Recomputes the whole sequence every step."""
+        return self.kind == "diffusion" or (self.kind == "a3" and not self.use_cache)
+
+
+SYSTEMS = [
+    System("cached-l2r-1", "A3 cached, left_to_right", "a3", 1),
+    System("cached-l2r-4", "A3 cached, left_to_right", "a3", 4),
+    System("cached-conf-1", "A3 cached, confidence", "a3", 1, "confidence"),
+    System("cached-conf-4", "A3 cached, confidence", "a3", 4, "confidence"),
+    System("full-l2r-1", "A3 full recompute, left_to_right", "a3", 1, use_cache=False),
+    System("full-l2r-4", "A3 full recompute, left_to_right", "a3", 4, use_cache=False),
+    System("full-conf-1", "A3 full recompute, confidence", "a3", 1, "confidence", use_cache=False),
+    System("full-conf-4", "A3 full recompute, confidence", "a3", 4, "confidence", use_cache=False),
+    System("generate", "base `generate` (prefix only)", "generate", 1),
+    System("diffusion-1", "diffusion full recompute, confidence", "diffusion", 1),
+    System("diffusion-4", "diffusion full recompute, confidence", "diffusion", 4),
+]
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "tiny"  # random-init backbone (ignored when `model` is given)
+    model: str | None = None  # A3 checkpoint directory (A3Model.from_pretrained)
+    blank: int = 64  # N, tokens to generate
+    context: int = 512  # L, visible tokens around the blank (half on each side)
+    repeats: int = 3  # timed runs per system; the median is reported
+    slow_repeats: int | None = None  # timed runs of the full-recompute systems (None: repeats)
+    device: str = "cpu"
+    dtype: str = "auto"  # fp32 on CPU, bf16 on CUDA
+    seed: int = 0  # backbone init and context tokens
+    systems: tuple[str, ...] = tuple(s.key for s in SYSTEMS)
+    isolate: bool = True  # one spawn process per system (False: all in this process; memory less honest)
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    clock: str = "wall"  # "wall", or "cpu": this process's CPU time (single-threaded CPU runs only)
+
+    def repeats_of(self, system: System) -> int:
+        return self.slow_repeats if system.slow and self.slow_repeats else self.repeats
+
+
+@dataclass
+class Result:
+    system: System
+    steps: int
+    forward_passes: int
+    n_tokens: int  # tokens generated (must equal N)
+    times: list[float]  # seconds per timed run
+    peak_mem_mib: float
+    tokens: list[int] = field(default_factory=list)  # generated ids, in blank order
+    threads: int = 0
+    weights_sum: float = 0.0  # checksum: every system must see the same backbone
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.n_tokens / self.seconds
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1000 * self.seconds / self.n_tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# the backbone and the task
+
+def dtype_of(cfg: BenchConfig) -> torch.dtype:
+    name = cfg.dtype if cfg.dtype != "auto" else ("bf16" if cfg.device.startswith("cuda") else "fp32")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def build_model(cfg: BenchConfig) -> A3Model:
+    """The shared backbone: the checkpoint if given, else the seeded random preset."""
+    dtype = dtype_of(cfg)
+    T = cfg.context + cfg.blank + 1
+    if cfg.model:
+        model = A3Model.from_pretrained(cfg.model, dtype=dtype, device=cfg.device)
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        if max_pos is not None and max_pos < T:
+            raise ValueError(f"{cfg.model} handles {max_pos} positions but L+N+1 = {T}; lower --context or --blank")
+        return model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(PRESETS)}")
+    lcfg = LlamaConfig(**PRESETS[cfg.preset], max_position_embeddings=max(1024, T), bos_token_id=0,
+                       eos_token_id=1, pad_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(cfg.seed)  # same seed, same weights in every process
+    base = LlamaForCausalLM(lcfg).eval()
+    return A3Model(base).to(device=cfg.device, dtype=dtype).eval()
+
+
+def make_task(cfg: BenchConfig, model: A3Model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (T,), blank_mask (T,)): BOS, L/2 random context tokens, N blanks, L/2 context tokens.
+
+    Context tokens avoid the first four ids (specials) and the last one (the diffusion mask id).
+    """
+    V = model.config.vocab_size
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    left = cfg.context // 2
+    ids = torch.randint(4, V - 1, (cfg.context + cfg.blank + 1,), generator=gen)
+    ids[0] = model.config.bos_token_id if model.config.bos_token_id is not None else 0
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[1 + left:1 + left + cfg.blank] = True
+    ids[mask] = V - 1
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------------------------
+# the systems: each returns (generated ids in blank order, steps, forward passes)
+
+def run_a3(model, ids, mask, system: System, max_steps: int | None = None):
+    # everything else at DecodeConfig's defaults (greedy, block context, 5 alternatives per token):
+    # the cost of exactly what the demo runs
+    dcfg = DecodeConfig(strategy=system.strategy, group_size=system.k, use_cache=system.use_cache)
+    out = ids.clone()
+    steps = passes = 0
+    for st in decode(model, ids, mask, dcfg):
+        out[st.positions] = torch.tensor(st.token_ids)
+        steps, passes = st.index + 1, st.forward_passes
+        if max_steps is not None and steps >= max_steps:
+            break
+    return out[mask].tolist(), steps, passes
+
+
+class _CountCalls:
+    """Counts forward calls of a module (one per forward pass through the decoder)."""
+
+    def __init__(self, module):
+        self.n = 0
+        self.handle = module.register_forward_hook(self)
+
+    def __call__(self, *_):
+        self.n += 1
+
+
+def run_generate(model, ids, mask):
+    """The base model's own greedy `generate` over BOS + left context, exactly N new tokens."""
+    from transformers import GenerationConfig
+    base = model.base
+    N = int(mask.sum())
+    start = int(mask.nonzero()[0])
+    prompt = ids[:start].to(model.device)[None]
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    # min_new_tokens = max_new_tokens = N: EOS is suppressed until N, then the length limit stops it
+    gcfg = GenerationConfig(max_new_tokens=N, min_new_tokens=N, do_sample=False, use_cache=True,
+                            eos_token_id=None, pad_token_id=pad, bos_token_id=int(ids[0]))
+    counter = _CountCalls(base.model)
+    try:
+        out = base.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gcfg)
+    finally:
+        counter.handle.remove()
+    new = out[0, prompt.shape[1]:].tolist()
+    return new, len(new), counter.n
+
+
+def bidirectional_mask(model, T: int) -> torch.Tensor:
+    """(1, 1, T, T) 'everyone sees everyone': transformers passes a 4D mask through unchanged
+    (masking_utils._preprocess_mask_arguments); SDPA takes booleans, eager an additive float mask."""
+    if model.config._attn_implementation == "sdpa":
+        return torch.ones(1, 1, T, T, dtype=torch.bool, device=model.device)
+    return torch.zeros(1, 1, T, T, dtype=model.w.dtype, device=model.device)
+
+
+@torch.no_grad()
+def run_diffusion(model, ids, mask, k: int, max_steps: int | None = None):
+    """Masked-diffusion style: blanks hold a mask id; every step runs the base decoder without a
+    causal mask over all T positions and commits the k most confident blanks (greedy)."""
+    base, dev = model.base, model.device
+    x = ids.clone().to(dev)
+    pending = mask.clone().to(dev)
+    x[pending] = model.config.vocab_size - 1  # the mask id
+    T = x.numel()
+    attn = bidirectional_mask(model, T)
+    pos = torch.arange(T, device=dev)[None]
+    steps = 0
+    while bool(pending.any()) and (max_steps is None or steps < max_steps):
+        h = base.model(input_ids=x[None], attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state[0]
+        idx = pending.nonzero().flatten()
+        probs = torch.softmax(base.lm_head(h[idx]).float(), dim=-1)  # logits at the blanks only
+        conf, tok = probs.max(-1)
+        sel = conf.topk(min(k, idx.numel())).indices
+        x[idx[sel]] = tok[sel]
+        pending[idx[sel]] = False
+        steps += 1
+    return x[mask.to(dev)].tolist(), steps, steps
+
+
+def run_system(model, ids, mask, system: System, max_steps: int | None = None):
+    """Run one system to the end (or for max_steps steps, a warm-up; `generate` always runs to the end)."""
+    if system.kind == "a3":
+        return run_a3(model, ids, mask, system, max_steps)
+    if system.kind == "generate":
+        return run_generate(model, ids, mask)
+    if system.kind == "diffusion":
+        return run_diffusion(model, ids, mask, system.k, max_steps)
+    raise ValueError(f"unknown system kind {system.kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# measurement
+
+def _proc_status(key: str) -> int | None:
+    """A field of /proc/self/status in KiB (Linux), or None."""
+    try:
+        m = re.search(rf"^{key}:\s+(\d+) kB", open("/proc/self/status").read(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def _reset_peak_rss() -> bool:
+    try:  # writing 5 resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(model, ids, mask, system: System, repeats: int, device: str = "cpu", clock: str = "wall") -> Result:
+    """Warm up (a whole run; two steps of a full-recompute system), then time `repeats` runs.
+
+    Peak memory is measured over the post-load baseline and covers the warm-up and the timed runs.
+    clock="cpu" times with the process's CPU time: on a shared machine, time spent descheduled
+    does not count (meaningful with one thread only: several threads add up, spin-waits included).
+    """
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    gc.collect()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+    else:
+        have_hwm = _reset_peak_rss() and _proc_status("VmHWM") is not None
+        base_mem = _proc_status("VmRSS") if have_hwm else None
+        if base_mem is None:  # no /proc: ru_maxrss (KiB on Linux), which includes the load peak
+            import resource
+            base_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.inference_mode():
+        run_system(model, ids, mask, system, 2 if system.slow else None)  # warm-up
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = now()
+            tokens, steps, passes = run_system(model, ids, mask, system)
+            _sync(device)
+            times.append(now() - t0)
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base_mem) / 2 ** 20
+    else:
+        hwm = _proc_status("VmHWM") if have_hwm else None
+        if hwm is None:
+            import resource
+            hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = (hwm - base_mem) / 1024
+    wsum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return Result(system, steps, passes, len(tokens), times, peak, tokens, torch.get_num_threads(), wsum)
+
+
+def _child(cfg: BenchConfig, system: System) -> Result:
+    """One system in a fresh process: build the backbone, then measure."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = build_model(cfg)
+    ids, mask = make_task(cfg, model)
+    return measure(model, ids, mask, system, cfg.repeats_of(system), cfg.device, cfg.clock)
+
+
+def run_all(cfg: BenchConfig, log=None) -> list[Result]:
+    """Every selected system on the same backbone and task; in spawn processes if cfg.isolate."""
+    unknown = set(cfg.systems) - {s.key for s in SYSTEMS}
+    if unknown:
+        raise ValueError(f"unknown system(s) {sorted(unknown)}; choose from {', '.join(s.key for s in SYSTEMS)}")
+    if cfg.repeats < 1 or (cfg.slow_repeats or 1) < 1 or cfg.blank < 1 or cfg.context < 2:
+        raise ValueError("--repeats, --slow-repeats and --blank must be >= 1 and --context >= 2")
+    if cfg.clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {cfg.clock!r}")
+    if cfg.clock == "cpu" and (cfg.threads != 1 or cfg.device != "cpu"):
+        raise ValueError("--clock cpu measures one CPU thread: use it with --threads 1 on --device cpu")
+    chosen = [s for s in SYSTEMS if s.key in cfg.systems]
+    results = []
+    model = ids = mask = None
+    for s in chosen:
+        t0 = time.perf_counter()
+        if cfg.isolate:
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+                r = ex.submit(_child, cfg, s).result()
+        else:
+            if model is None:
+                if cfg.threads:
+                    torch.set_num_threads(cfg.threads)
+                model = build_model(cfg)
+                ids, mask = make_task(cfg, model)
+            r = measure(model, ids, mask, s, cfg.repeats_of(s), cfg.device, cfg.clock)
+        results.append(r)
+        if log:
+            log(f"  {s.key:14s} {r.tokens_per_s:9.1f} tok/s  ({time.perf_counter() - t0:.1f} s incl. load)")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+def machine_info(cfg: BenchConfig) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    import transformers
+    dev = cfg.device
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        dev += f" ({torch.cuda.get_device_name()})"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"CPU {cpu} ({os.cpu_count()} logical cores), torch {torch.__version__} (default {torch.get_num_threads()} "
+            f"threads), transformers {transformers.__version__}, Python {platform.python_version()}, device {dev}; "
+            f"load average (1/5/15 min) at the end: {load}")
+
+
+def _find(results, key):
+    return next((r for r in results if r.system.key == key), None)
+
+
+def ratios(results: list[Result]) -> list[tuple[str, float | None, str, bool | None]]:
+    """(what, value, target, met) for the three targets; None where a system was not run."""
+    c1, c4 = _find(results, "cached-l2r-1"), _find(results, "cached-l2r-4")
+    f1, gen = _find(results, "full-l2r-1"), _find(results, "generate")
+    out = []
+    v = c1.ms_per_token / gen.ms_per_token if c1 and gen else None
+    out.append(("cached gs1 time per token / base `generate` time per token", v, "<= 1.5", None if v is None else v <= 1.5))
+    v = c1.tokens_per_s / f1.tokens_per_s if c1 and f1 else None
+    out.append(("cached gs1 tokens/s / full-recompute gs1 tokens/s", v, ">= 5", None if v is None else v >= 5))
+    v = c4.tokens_per_s / c1.tokens_per_s if c1 and c4 else None
+    out.append(("cached gs4 tokens/s / cached gs1 tokens/s", v, ">= 2.5", None if v is None else v >= 2.5))
+    return out
+
+
+def report(cfg: BenchConfig, results: list[Result], argv: list[str] | None = None) -> str:
+    backbone = cfg.model or f"random-init LLaMA preset `{cfg.preset}` ({PRESETS.get(cfg.preset)})"
+    mem = ("peak CUDA memory allocated over the post-load allocation" if cfg.device.startswith("cuda")
+           else "peak RSS (VmHWM) over the process's post-load RSS")
+    lines = [
+        f"# A3 speed benchmark: infill N={cfg.blank} blank tokens in L={cfg.context} context tokens",
+        "",
+        f"- command: `{' '.join(['python -m model.bench', *(argv or [])])}`",
+        f"- backbone: {backbone}, {str(dtype_of(cfg)).replace('torch.', '')}",
+        f"- sequence: BOS + {cfg.context // 2} context + {cfg.blank} blanks + {cfg.context - cfg.context // 2} context"
+        f" ({cfg.context + cfg.blank + 1} positions); greedy everywhere; times include encoding the context "
+        f"(A3 and diffusion: both sides; `generate`: the prefix only)",
+        f"- machine: {machine_info(cfg)}; threads in the benchmark processes: "
+        f"{sorted({r.threads for r in results})}",
+        f"- timing: median of {cfg.repeats} run(s) after one warm-up run ({cfg.repeats_of(next(s for s in SYSTEMS if s.slow))} run(s) after "
+        f"a two-step warm-up for the full-recompute systems); clock: "
+        f"{'process CPU time (descheduled time excluded)' if cfg.clock == 'cpu' else 'wall'}; "
+        f"{'one fresh spawn process per system' if cfg.isolate else 'all systems in one process'}; memory: {mem}",
+        "",
+        "| system | group size / k | steps | forward passes | tokens/s | ms per generated token | peak memory (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.system.name} | {r.system.k} | {r.steps} | {r.forward_passes} | {r.tokens_per_s:.1f} "
+                     f"| {r.ms_per_token:.2f} | {r.peak_mem_mib:.1f} |")
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|:---:|"]
+    for what, v, goal, met in ratios(results):
+        lines.append(f"| {what} | {'n/a' if v is None else f'{v:.2f}'} | {goal} | "
+                     f"{'n/a' if met is None else ('yes' if met else 'NO')} |")
+    lines += ["", *checks(results)]
+    return "\n".join(lines) + "\n"
+
+
+def checks(results: list[Result]) -> list[str]:
+    """Sanity notes: same backbone everywhere, full recompute reproduces the cached tokens."""
+    notes = []
+    sums = {round(r.weights_sum, 3) for r in results}
+    notes.append(f"- same backbone in every process: {'yes' if len(sums) == 1 else 'NO ' + str(sums)}")
+    pairs = [(c, _find(results, "full" + c.system.key[len("cached"):])) for c in results
+             if c.system.key.startswith("cached")]
+    pairs = [(c, f) for c, f in pairs if f is not None]
+    if pairs:
+        same = all(c.tokens == f.tokens for c, f in pairs)
+        notes.append(f"- full recompute generates the same tokens as the cache ({len(pairs)} pairs): "
+                     f"{'yes' if same else 'NO'}")
+    short = [r.system.key for r in results if r.n_tokens != len(results[0].tokens)]
+    notes.append(f"- every system generated all tokens: {'yes' if not short else 'NO: ' + ', '.join(short)}")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, str | None]:
+    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("backbone")
+    g.add_argument("--model", default=None, help="A3 checkpoint directory; default: a random-init --preset")
+    g.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="random LLaMA config: tiny = 4 layers, width 256, 4 heads, vocab 4096 (the shipped "
+                        "model's size); small = 12 layers, width 512, 8 heads, vocab 8192")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random weights and context tokens")
+    g = p.add_argument_group("task")
+    g.add_argument("--blank", "-N", type=int, default=64, help="N: blank tokens to generate")
+    g.add_argument("--context", "-L", type=int, default=512, help="L: context tokens, half on each side of the blank")
+    g = p.add_argument_group("run")
+    g.add_argument("--repeats", type=int, default=3, help="timed runs per system (median reported), after one warm-up")
+    g.add_argument("--slow-repeats", type=int, default=None,
+                   help="timed runs of the full-recompute A3 and diffusion systems (default: --repeats)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: fp32 on CPU, bf16 on CUDA")
+    g.add_argument("--systems", default=",".join(s.key for s in SYSTEMS),
+                   help="comma-separated subset of the systems to run")
+    g.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads in the benchmark processes; 0 leaves torch's default "
+                        "(on a busy machine 1 avoids threads waiting on each other)")
+    g.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="wall: elapsed time; cpu: the process's CPU time, which on a shared machine leaves out "
+                        "the time other processes hold the core (needs --threads 1)")
+    g.add_argument("--no-isolate", action="store_true",
+                   help="run every system in this process (faster; memory figures less honest)")
+    g.add_argument("--out", default=None, help="also write the markdown table to this file")
+    a = p.parse_args(argv)
+    cfg = BenchConfig(preset=a.preset, model=a.model, blank=a.blank, context=a.context, repeats=a.repeats,
+                      slow_repeats=a.slow_repeats,
+                      device=a.device, dtype=a.dtype, seed=a.seed,
+                      systems=tuple(s.strip() for s in a.systems.split(",") if s.strip()), isolate=not a.no_isolate,
+                      threads=a.threads, clock=a.clock)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda was asked for but torch sees no CUDA device")
+    return cfg, a.out
+
+
+def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg, out = parse_args(argv)
+    print(f"benchmarking {len(cfg.systems)} systems ...", file=sys.stderr)
+    results = run_all(cfg, log=lambda s: print(s, file=sys.stderr))
+    text = report(cfg, results, argv)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
