@@ -21,6 +21,10 @@ checkpoint (weights, optimizer, stage and step, RNG state) and a restart resumes
 stage list may be edited between restarts (steps of later stages, say). Metrics go to
 `out/metrics.jsonl`; held-out NLL is measured every `eval_every` steps on fixed eval rows.
 `out/base/` keeps the stage-0 model, `out/final/` the finished A3 (or diffusion) checkpoint.
+
+LoRA (`lora` set, see model/lora.py): the A3 stages train LoRA adapters of the frozen
+`base_model` ("smollm2-135m-gguf" or a local checkpoint) plus w, on text tokenized with the
+base's own tokenizer; out/last and out/final are adapter checkpoints. No stage 0.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ from .a3 import A3Config, A3Model
 from .data import load_packed, load_tokenizer
 from .diffusion import DiffusionConfig, DiffusionLM
 from .groups import make_sampler
+from .lora import add_lora, adapter_section, base_tokenizer, is_adapter, load_adapter, resolve_base, save_adapter
+from .smollm import REF as SMOLLM_REF
 
 
 @dataclass
@@ -66,7 +72,8 @@ class TrainConfig:
     n_head: int = 4
     n_kv_head: int = 4
     intermediate: int = 688
-    base_model: str = ""  # start from this causal-LM checkpoint instead of stage 0
+    base_model: str = ""  # start from this causal-LM checkpoint (or "smollm2-135m-gguf") instead of stage 0
+    lora: dict | None = None  # {"r", "alpha", "targets", "mlp"}: train a LoRA adapter + w over base_model
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     eval_every: int = 100
@@ -116,6 +123,8 @@ def anneal_ratio(spec: str, step: int) -> float:
 
 
 def build_base(cfg: TrainConfig, vocab: int) -> LlamaForCausalLM:
+    if cfg.base_model == SMOLLM_REF:
+        return resolve_base(SMOLLM_REF)
     if cfg.base_model:
         return AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
     return LlamaForCausalLM(LlamaConfig(
@@ -174,7 +183,10 @@ def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: in
     tmp = out / "last.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     net = acc.unwrap_model(model)
-    net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 or diffusion else net.save_pretrained(tmp)
+    if is_adapter(net):
+        save_adapter(net, tmp, tokenizer=tokenizer)
+    else:
+        net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 or diffusion else net.save_pretrained(tmp)
     # at a stage boundary the next stage starts a fresh optimizer, so none is kept
     torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
                 "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
@@ -197,7 +209,11 @@ def train(cfg: TrainConfig) -> Path:
     for s in cfg.stages:
         if stage_kind(s.sampler) == "diffusion":
             anneal_ratio(s.sampler, 0)  # refuse a malformed spec before any work
-    tokenizer = load_tokenizer(cfg.data_dir)
+    if cfg.lora and (not cfg.base_model or any(stage_kind(s.sampler) != "a3" for s in cfg.stages)):
+        raise ValueError("a LoRA run needs base_model and A3 stages only (no 'base' or 'diffusion' stage)")
+    # a pretrained base with its own vocabulary reads the corpus with its own tokenizer
+    own_tok = cfg.lora or cfg.base_model == SMOLLM_REF
+    tokenizer = base_tokenizer(cfg.base_model) if own_tok else load_tokenizer(cfg.data_dir)
     train_ids = load_packed(cfg.data_dir, "train", cfg.seq_len, tokenizer)
     eval_ids = load_packed(cfg.data_dir, "eval", cfg.seq_len, tokenizer)[:cfg.eval_rows]
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -211,6 +227,8 @@ def train(cfg: TrainConfig) -> Path:
         stage_idx, step, tokens, elapsed = prog["stage"], prog["step"], prog["tokens"], prog["elapsed"]
         if prog.get("diffusion"):
             model = DiffusionLM.from_pretrained(last)
+        elif adapter_section(last) is not None:
+            model = load_adapter(last, merge=False)
         else:
             model = (A3Model.from_pretrained(last) if prog["a3"]
                      else AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32))
@@ -221,6 +239,8 @@ def train(cfg: TrainConfig) -> Path:
             model = wrap_diffusion(model, tokenizer, cfg.base_model or "stage 0")
         elif cfg.stages[0].sampler != "base":
             model = A3Model.from_base(model, a3_config=A3Config(base_model=cfg.base_model or "stage 0"))
+            if cfg.lora:
+                model = add_lora(model, **cfg.lora)
     log = open(out / "metrics.jsonl", "a")
 
     def emit(rec: dict) -> None:
@@ -248,7 +268,8 @@ def train(cfg: TrainConfig) -> Path:
                 tokenizer.save_pretrained(out / "base")
             model = A3Model.from_base(model, a3_config=A3Config(base_model=cfg.base_model or "stage 0 (out/base)"))
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=cfg.weight_decay,
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=stage.lr,
+                                weight_decay=cfg.weight_decay,
                                 betas=(0.9, 0.95))
         if resume and (last / "trainer_state.pt").is_file():
             st = torch.load(last / "trainer_state.pt", weights_only=False)
@@ -309,7 +330,7 @@ def train(cfg: TrainConfig) -> Path:
         recipe.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
                            "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
                            "seconds": round(elapsed)}
-        net.save_pretrained(final, tokenizer=tokenizer)
+        save_adapter(net, final, tokenizer=tokenizer) if is_adapter(net) else net.save_pretrained(final, tokenizer=tokenizer)
     log.close()
     return final
 

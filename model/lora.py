@@ -1,0 +1,177 @@
+"""LoRA adapters for A3: the base stays frozen, low-rank updates of its projections plus w learn.
+
+    model = add_lora(A3Model(base), r=16, alpha=32)      # in place; trainable: LoRA A/B + w
+    save_adapter(model, "out", "smollm2-135m-gguf", tokenizer)
+    model = load_adapter("out")                          # base + adapter, merged, ready for decode
+    model, tokenizer = load_a3("dir")                    # either kind of A3 checkpoint
+
+peft's `inject_adapter_in_model` swaps each targeted nn.Linear of `model.base` for a LoRA Linear
+in place, under the same attribute name. two_stream_walk calls `attn.q_proj(...)` etc. on the
+concatenated [content; query] rows, so both streams go through the same adapted projections,
+as they share the base's projections (DESIGN.md, "Two streams"). LoRA's B starts at zero: a
+fresh adapter is exactly the base.
+
+An adapter checkpoint is a directory:
+    config.json          the base config plus an `a3` section with `lora: {r, alpha, targets,
+                         dropout}` and `base_model` (a local path, or "smollm2-135m-gguf" for the
+                         converted SmolLM2 base of model/smollm.py)
+    adapter.safetensors  LoRA A/B (peft key names, adapter name stripped) and w; a few MB
+    tokenizer files
+`load_adapter` merges the LoRA weights into the base by default (W + (alpha/r) B A): decoding
+then runs plain Linear layers at the base's speed, and the logits equal the unmerged model's to
+float rounding (~1e-6). Training and resuming use merge=False.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import smollm
+from .a3 import W_KEY, A3Config, A3Model
+
+ADAPTER = "adapter.safetensors"
+ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+def is_adapter(model: nn.Module) -> bool:
+    """True for an A3Model carrying (unmerged) LoRA layers added by add_lora."""
+    return getattr(model, "lora", None) is not None
+
+
+def add_lora(model: A3Model, r: int = 16, alpha: int = 32, targets=ATTN, mlp: bool = False,
+             dropout: float = 0.0) -> A3Model:
+    """Wrap the base's `targets` Linear layers (plus the MLP's with mlp=True) with LoRA, in place.
+
+    Afterwards only the LoRA A/B matrices and w require grad. Returns the model.
+    """
+    if is_adapter(model):
+        raise ValueError("the model already has LoRA layers; add_lora once")
+    targets = list(dict.fromkeys([*targets, *(MLP if mlp else ())]))
+    if not targets or r < 1:
+        raise ValueError(f"LoRA needs at least one target module and r >= 1 (got targets={targets}, r={r})")
+    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout, bias="none")
+    inject_adapter_in_model(cfg, model.base)
+    for name, p in model.base.named_parameters():
+        p.requires_grad_("lora_" in name)
+    model.w.requires_grad_(True)
+    model.lora = {"r": r, "alpha": alpha, "targets": targets, "dropout": dropout}
+    return model
+
+
+def lora_state(model: A3Model) -> dict[str, torch.Tensor]:
+    """The adapter's tensors: LoRA A/B under peft's names (adapter name stripped) and w."""
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model.base).items()}
+    state[W_KEY] = model.w.detach().cpu().contiguous()
+    return state
+
+
+def save_adapter(model: A3Model, out_dir: str | Path, base_ref: str | None = None, tokenizer=None) -> Path:
+    """Write config.json (base config + `a3` with `lora` and `base_model`), adapter.safetensors and
+    the tokenizer. base_ref names the base the adapter applies to (default: a3_config.base_model)."""
+    if not is_adapter(model):
+        raise ValueError("the model has no LoRA layers; use A3Model.save_pretrained for a full checkpoint")
+    ref = base_ref or model.a3_config.base_model
+    if not ref:
+        raise ValueError(f"name the base the adapter applies to (base_ref), e.g. {smollm.REF!r} or a local path")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(lora_state(model), str(out / ADAPTER), metadata={"format": "pt"})
+    cfg = model.base.config.to_dict()
+    cfg.pop("quantization_config", None)
+    cfg["a3"] = {**asdict(model.a3_config), "base_model": ref, "lora": dict(model.lora)}
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def adapter_section(ckpt_dir: str | Path) -> dict | None:
+    """The `a3` section of an adapter checkpoint's config.json, or None for anything else."""
+    try:
+        a3 = json.loads((Path(ckpt_dir) / "config.json").read_text()).get("a3")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return a3 if isinstance(a3, dict) and isinstance(a3.get("lora"), dict) else None
+
+
+def resolve_base(ref: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The causal LM a base reference names: "smollm2-135m-gguf" (model/smollm.py) or a local checkpoint dir."""
+    from transformers import AutoModelForCausalLM
+
+    if ref == smollm.REF:
+        return smollm.load_base(dtype=dtype)[0]
+    if not (Path(ref) / "config.json").is_file():
+        raise FileNotFoundError(f"base model {ref!r} is neither {smollm.REF!r} nor a local checkpoint directory")
+    return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype).eval()
+
+
+def base_tokenizer(ref: str):
+    """Just the tokenizer of a base reference (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    path = smollm.base_dir() if ref == smollm.REF else Path(ref)
+    if not (path / "tokenizer_config.json").is_file():
+        hint = "run `python -m model.smollm fetch`" if ref == smollm.REF else "save the tokenizer beside the base"
+        raise FileNotFoundError(f"no tokenizer for base {ref!r} at {path}; {hint}")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def merge_lora(model: A3Model) -> A3Model:
+    """Fold every LoRA update into its base Linear (W += scale * B A) and drop the LoRA layers."""
+    for name, module in list(model.base.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, attr = name.rpartition(".")
+            setattr(model.base.get_submodule(parent), attr, module.get_base_layer())
+    model.base.__dict__.pop("peft_config", None)  # inject_adapter_in_model's bookkeeping
+    model.lora = None
+    return model
+
+
+def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: bool = True,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> A3Model:
+    """The A3 model of an adapter checkpoint: its base (given, or loaded from `a3.base_model`)
+    plus the LoRA weights and w; merged into plain Linear layers unless merge=False."""
+    d = Path(ckpt_dir)
+    a3 = adapter_section(d)
+    if a3 is None:
+        raise ValueError(f"{d} is not an A3 adapter checkpoint (no config.json with `a3.lora`)")
+    if base is None:
+        base = resolve_base(a3["base_model"])
+    fields = {k: v for k, v in a3.items() if k in A3Config.__dataclass_fields__}
+    model = add_lora(A3Model(base, A3Config(**fields)), **a3["lora"])
+    state = load_file(str(d / ADAPTER))
+    w = state.pop(W_KEY, None)
+    if w is None:
+        raise ValueError(f"{d / ADAPTER} has no {W_KEY}; the adapter is incomplete")
+    res = set_peft_model_state_dict(model.base, state)
+    unexpected = list(getattr(res, "unexpected_keys", []) or [])
+    missing = [k for k in (getattr(res, "missing_keys", []) or []) if "lora_" in k]
+    if unexpected or missing:
+        raise ValueError(f"{d / ADAPTER} does not match its config's LoRA layers: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        model.w.copy_(w.to(model.w.dtype))
+    if merge:
+        merge_lora(model)
+        model.requires_grad_(False)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def load_a3(ckpt_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """(model, tokenizer) for any A3 checkpoint: an adapter (merged) or a full one."""
+    from .a3 import load_tokenizer
+
+    if adapter_section(ckpt_dir) is not None:
+        model = load_adapter(ckpt_dir, dtype=dtype, device=device)
+    else:
+        model = A3Model.from_pretrained(ckpt_dir, dtype=dtype, device=device)
+    return model, load_tokenizer(ckpt_dir)
