@@ -142,16 +142,16 @@ def load(key: str):
     """(model, tokenizer) for a menu key (a checkpoint path), loaded once and shared."""
     with _LOCK:
         if key not in _LOADED:
-            from model.a3 import A3Model, load_tokenizer
+            from model.lora import load_a3
 
             path = Path(key)
             if a3_section(path) is None:
                 raise ValueError(f"{path} is not an A3 checkpoint (no config.json with an `a3` section)")
             device = "cuda" if torch.cuda.is_available() else "cpu"
             dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no bf16 on these CPUs
-            model = A3Model.from_pretrained(path, dtype=dtype, device=device)
+            model, tokenizer = load_a3(path, dtype=dtype, device=device)  # full checkpoint or LoRA adapter
             model.requires_grad_(False)
-            _LOADED[key] = (model, load_tokenizer(path))
+            _LOADED[key] = (model, tokenizer)
         return _LOADED[key]
 
 
