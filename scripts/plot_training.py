@@ -67,8 +67,8 @@ def table(recs: list[dict]) -> str:
         if "eval" in r:
             ev = r["eval"]
             first = ev.get("nll", ev.get("nll_bound"))
-            rows.append(f"| {r['stage']} | {r['step']} | {r['tokens']:,} | {r['elapsed']:.0f} | "
-                        f"{first:.3f} | {ev.get('nll_ar', float('nan')):.3f} |")
+            ar = f"{ev['nll_ar']:.3f}" if "nll_ar" in ev else "–"
+            rows.append(f"| {r['stage']} | {r['step']} | {r['tokens']:,} | {r['elapsed']:.0f} | {first:.3f} | {ar} |")
     return "\n".join(rows)
 
 
