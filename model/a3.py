@@ -156,9 +156,7 @@ class A3Model(nn.Module):
         state = load_file(str(weights))
         state[W_KEY] = self.w.detach().cpu().contiguous()
         save_file(state, str(weights), metadata={"format": "pt"})
-        cfg = json.loads((out / "config.json").read_text())
-        cfg["a3"] = asdict(self.a3_config)
-        (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        write_config_section(out, "a3", asdict(self.a3_config))
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         return out
@@ -168,9 +166,7 @@ class A3Model(nn.Module):
                         device: str | torch.device = "cpu") -> "A3Model":
         """Load an A3 checkpoint directory written by save_pretrained (no network)."""
         d = Path(ckpt_dir)
-        if not (d / "config.json").is_file():
-            raise ValueError(f"{d} is not a checkpoint directory (no config.json); pass the folder save_pretrained wrote")
-        cfg = json.loads((d / "config.json").read_text())
+        cfg = read_config(d)
         if "a3" not in cfg:
             raise ValueError(f"{d} holds a plain causal LM, not an A3 checkpoint; use A3Model.from_base to adapt it")
         base_cfg = AutoConfig.from_pretrained(str(d))
@@ -189,6 +185,22 @@ class A3Model(nn.Module):
         model = cls(base, A3Config(**a3))
         model.w.data.copy_(w.to(model.w.dtype))
         return model.to(device).eval()
+
+
+def read_config(ckpt_dir: str | Path) -> dict:
+    """A checkpoint directory's config.json as a dict, or a ValueError saying what to pass."""
+    path = Path(ckpt_dir) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{Path(ckpt_dir)} is not a checkpoint directory (no config.json); "
+                         "pass the folder save_pretrained wrote")
+    return json.loads(path.read_text())
+
+
+def write_config_section(ckpt_dir: str | Path, name: str, section: dict) -> None:
+    """Add (or replace) one top-level section of a saved checkpoint's config.json."""
+    cfg = read_config(ckpt_dir)
+    cfg[name] = section
+    (Path(ckpt_dir) / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def load_tokenizer(ckpt_dir: str | Path):

@@ -32,7 +32,6 @@ Axis legend: B batch, T positions, V vocabulary, C hidden size, L blank tokens, 
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from .a3 import read_config, write_config_section
 from .sampling import Sampler, SamplingConfig
 
 
@@ -306,9 +306,7 @@ class DiffusionLM(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.base.save_pretrained(out)
-        cfg = json.loads((out / "config.json").read_text())
-        cfg["diffusion"] = asdict(self.diffusion_config)
-        (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        write_config_section(out, "diffusion", asdict(self.diffusion_config))
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         return out
@@ -318,9 +316,7 @@ class DiffusionLM(nn.Module):
                         device: str | torch.device = "cpu") -> "DiffusionLM":
         """Load a checkpoint directory written by save_pretrained (no network)."""
         d = Path(ckpt_dir)
-        if not (d / "config.json").is_file():
-            raise ValueError(f"{d} is not a checkpoint directory (no config.json)")
-        cfg = json.loads((d / "config.json").read_text())
+        cfg = read_config(d)
         if "diffusion" not in cfg:
             raise ValueError(f"{d} is not a diffusion checkpoint (no `diffusion` section in config.json); "
                              "use DiffusionLM.from_base to adapt a causal LM")
