@@ -211,7 +211,13 @@ def budget(args) -> dict:
     for name, section in (("a3", "a3"), ("diffusion", "diffusion")):
         cfg = Path(getattr(args, name)) / "config.json"
         if cfg.is_file():
-            out[name] = json.loads(cfg.read_text()).get(section, {}).get("training", {}).get("tokens")
+            tr = json.loads(cfg.read_text()).get(section, {}).get("training", {})
+            stages = tr.get("stages")
+            if stages and tr.get("batch_size") and tr.get("seq_len"):
+                # the recipe's own count: every stage but the AR base's, in tokens
+                out[name] = sum(s["steps"] for s in stages if s["sampler"] != "base") * tr["batch_size"] * tr["seq_len"]
+            else:
+                out[name] = tr.get("tokens")
     return out
 
 
