@@ -10,6 +10,8 @@ to 1" would pass almost regardless of the math. At 0.3 the max token probability
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -74,3 +76,33 @@ def make_model():
 def make_backbone():
     """make_base as a fixture: make_backbone(kind, seed=0, **config_overrides) -> causal LM."""
     return make_base
+
+
+# ----------------------------------------------------------------------------------------------
+# a prepared-corpus directory of synthetic text, for trainer tests (train.txt, eval.txt, tokenizer/)
+
+WORDS = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
+
+
+def synthetic_lines(n: int, seed: int = 0) -> list[str]:
+    """n sentences of 8-20 words drawn from a 20-word vocabulary: easy to learn in a few steps."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(n)]
+
+
+def write_corpus(d, n_lines: int = 400, n_train: int = 360, vocab_size: int = 300):
+    """Lay out what `python -m model.data prepare` writes, on synthetic text; returns (d, lines)."""
+    from model.data import train_tokenizer
+
+    lines = synthetic_lines(n_lines)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "train.txt").write_text("\n".join(lines[:n_train]) + "\n")
+    (d / "eval.txt").write_text("\n".join(lines[n_train:]) + "\n")
+    train_tokenizer(lines[:n_train], vocab_size=vocab_size).save_pretrained(str(d / "tokenizer"))
+    return d, lines
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A prepared-corpus dir of repetitive synthetic text, shared by the trainer tests."""
+    return write_corpus(tmp_path_factory.mktemp("corpus"))[0]

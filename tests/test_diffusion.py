@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -263,22 +262,6 @@ def test_stage_specs():
     assert anneal_ratio("diffusion:10", 50) == 1.0
     with pytest.raises(ValueError, match="diffusion:N"):
         anneal_ratio("diffusion:x", 0)
-
-
-WORDS = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A prepared-corpus dir of repetitive synthetic text (as in test_train.py)."""
-    from model.data import train_tokenizer
-    d = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(400)]
-    (d / "train.txt").write_text("\n".join(lines[:360]) + "\n")
-    (d / "eval.txt").write_text("\n".join(lines[360:]) + "\n")
-    train_tokenizer(lines[:360], vocab_size=300).save_pretrained(str(d / "tokenizer"))
-    return d
 
 
 def _cfg(corpus, out, stages, **kw):

@@ -1,6 +1,5 @@
 """LoRA adapters: both streams use them, only LoRA + w train, save/load round-trips, the trainer runs them."""
 import json
-import random
 
 import pytest
 import torch
@@ -11,9 +10,8 @@ from model.decode import DecodeConfig, run
 from model.lora import ADAPTER, add_lora, adapter_section, is_adapter, load_a3, load_adapter, merge_lora, save_adapter
 from model.train import Stage, TrainConfig, train
 
-from conftest import make_a3, make_base
+from conftest import make_a3, make_base, write_corpus
 
-WORDS = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
 
 
 def randomize_lora(model, seed=0, scale=0.05):
@@ -137,14 +135,8 @@ def test_load_adapter_refuses_a_full_checkpoint(tmp_path):
 def lora_setup(tmp_path_factory):
     """(corpus dir, base dir): the base has its own tokenizer, unlike the corpus's prepared one."""
     d = tmp_path_factory.mktemp("lora")
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(300)]
-    corpus = d / "corpus"
-    corpus.mkdir()
-    (corpus / "train.txt").write_text("\n".join(lines[:260]) + "\n")
-    (corpus / "eval.txt").write_text("\n".join(lines[260:]) + "\n")
-    # the corpus's own tokenizer differs from the base's: the trainer must use the base's
-    train_tokenizer(lines[:260], vocab_size=280).save_pretrained(str(corpus / "tokenizer"))
+    # the corpus's own tokenizer (vocab 280) differs from the base's: the trainer must use the base's
+    corpus, lines = write_corpus(d / "corpus", n_lines=300, n_train=260, vocab_size=280)
     tok = train_tokenizer(lines[:260], vocab_size=300)
     base = make_base(vocab_size=len(tok), tie_word_embeddings=True)
     base.save_pretrained(d / "base")

@@ -1,27 +1,11 @@
 """Trainer: a few-step run of a tiny config on a tiny synthetic corpus lowers the loss and resumes."""
 import json
-import random
 
 import pytest
 import torch
 
 from model.a3 import A3Model
-from model.data import train_tokenizer
 from model.train import Stage, TrainConfig, lr_at, train
-
-WORDS = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A prepared-corpus dir (train.txt, eval.txt, tokenizer/) of repetitive synthetic text."""
-    d = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20))) + "." for _ in range(400)]
-    (d / "train.txt").write_text("\n".join(lines[:360]) + "\n")
-    (d / "eval.txt").write_text("\n".join(lines[360:]) + "\n")
-    train_tokenizer(lines[:360], vocab_size=300).save_pretrained(str(d / "tokenizer"))
-    return d
 
 
 def tiny_cfg(corpus, out, stages):
