@@ -129,14 +129,14 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
     # context grouping: BOS_GROUP, then group ids for visible tokens; blank groups follow
     ctx_g = group_ids_from_order(T, visible, [blanks], cfg.context).to(dev)
     next_group = int(ctx_g[mask].max())  # the first blank group's id
-    pending = list(blanks)
+    open_ = mask.to(dev).clone()  # (T,) blanks not yet committed
+    plan_t = None if dynamic else [torch.tensor(grp, device=dev) for grp in plan]
     g = ctx_g.clone()  # (T,) full grouping so far; blanks hold next_group until committed
     cache = KVCache.empty(model.base, 1, T, dev, model.w.dtype) if cfg.use_cache else None
     new_rows = torch.tensor(visible, device=dev)  # content rows to append in the next walk
     passes, step = 0, 0
-    while pending:
-        targets = pending if dynamic else plan[step]
-        tgt = torch.tensor(targets, device=dev)
+    while bool(open_.any()):
+        tgt = open_.nonzero().flatten() if dynamic else plan_t[step]  # (M,) target positions
         if cache is not None:
             q_states, _ = two_stream_walk(
                 model.base, model.embed(ids[new_rows])[None], new_rows[None], g[new_rows][None],
@@ -147,7 +147,7 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
         else:
             # full recompute: every position, both streams; later blanks sit in a later group
             g_full = g.clone()
-            g_full[torch.tensor(pending, device=dev)] = next_group + 1
+            g_full[open_] = next_group + 1
             g_full[tgt] = next_group
             logits = model(ids[None], g_full[None]).logits[0, tgt]
         passes += 1
@@ -162,16 +162,15 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
                     keep[scores.argmax()] = True
                 sel = keep.nonzero().flatten()
             else:
-                sel = scores.topk(min(cfg.group_size, len(targets))).indices
+                sel = scores.topk(min(cfg.group_size, tgt.numel())).indices
             sel = sel.sort().values
         else:
-            sel = torch.arange(len(targets), device=dev)
+            sel = torch.arange(tgt.numel(), device=dev)
         pos = tgt[sel]
         tok = chosen[sel]
         ids[pos] = tok
         g[pos] = next_group
-        committed = set(pos.tolist())
-        pending = [p for p in pending if p not in committed]
+        open_[pos] = False
         new_rows, next_group = pos, next_group + 1
         p_sel, lp_sel = probs[sel], logp[sel]
         n_alt = min(cfg.n_alternatives, p_sel.shape[-1])
@@ -183,7 +182,7 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
             alternatives=[] if top is None else [
                 list(zip(_text(tokenizer, i), v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
             entropy=(-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist(),
-            forward_passes=passes, elapsed=time.perf_counter() - t0, pending=len(pending))
+            forward_passes=passes, elapsed=time.perf_counter() - t0, pending=int(open_.sum()))
         step += 1
 
 
