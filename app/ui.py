@@ -1,5 +1,7 @@
-"""The Gradio Blocks: layout and event wiring. Formatting lives in render.py / figures.py, story
-editing in story.py, checking and computing in runner.py; this file only connects them.
+"""The page: build_demo lays out the main tab (story editor, run controls, "Plots and numbers") and
+wires its events; launch_kwargs gives launch() its CSS and theme. The "Compare two orders" tab is in
+compare_tab.py, the run plumbing (checking, computing, run files) in runs.py, the CSS, help text and
+page notes in texts.py. Formatting lives in render.py / figures.py, story editing in story.py.
 
 Every run is computed in one call (runner.compute) and then animated from its recorded steps at
 the user's speed; Stop cancels the animation. Module-level state is read-only (the model menu,
@@ -7,184 +9,19 @@ the examples, loaded models); each user's story, last run and comparison live in
 """
 from __future__ import annotations
 
-import logging
 import os
 import random
-import re
-import shutil
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import gradio as gr
 
 from model.decode import DYNAMIC_ORDERS
 
-from . import figures, models, record, render, runner, story
-
-log = logging.getLogger("a3studio")
-TITLE = "A3 Studio"
-MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this
-STRATEGY_CHOICES = [(render.STRATEGY_LABELS[s], s) for s in (
-    "left_to_right", "right_to_left", "random", "outside_in", "custom",
-    "confidence", "margin", "entropy", "dynamic_random")]
-RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"
-
-CSS = """
-/* HighlightedText as running text: inline tokens, words never broken */
-#story-editor .textfield, #result .textfield, .cmp-result .textfield {
-  display: block; word-break: normal; overflow-wrap: break-word; line-height: 2.0; font-size: 16px;}
-#story-editor .token-container, #result .token-container, .cmp-result .token-container,
-#story-editor .token, #result .token, .cmp-result .token {display: inline;}
-#result .token.highlighted, .cmp-result .token.highlighted {margin: 0; padding: 2px 0; border-radius: 2px;}
-#result .legend-item {font-size: 12px;}
-.caption p {font-family: ui-monospace, monospace; font-size: 13px;}
-#model-note p {margin: 0;}
-.warn {color: #b45309;}
-#dice {align-self: end; margin-bottom: 6px;}
-"""
-
-HOW = """
-**Blanks.** Select text in the story editor to blank it: the blank's length is the number of tokens
-of the text it replaces (or the *new blank length* when that is above 0). Click a blank and type a
-number as its label to resize it; click its × to undo it. Or write blanks in the text box:
-`[[N]]` is a blank of N tokens, e.g. `The cat [[4]] on the mat.` The space before a blank belongs
-to the blank (the model writes `␣sat`, as the tokenizer spells words). Control characters are
-removed; markup is shown as text.
-
-**Orders.** Fixed orders fill the blank tokens left-to-right, right-to-left, in a seeded random
-order, or outside-in (from both edges of each blank towards its middle), *group size* tokens per
-step. A custom order gives each blank a group number (`2 1 3`: blank 2 first, then blank 1, then
-blank 3; blanks that share a number are filled together), each blank *group size* tokens per step,
-left to right inside it. Dynamic orders score every open blank token each step and commit the best
-*k*: by confidence (top probability), margin (top1 − top2), low entropy, or at random; with a
-probability threshold they commit every token whose top probability reaches it (at least one).
-
-**Colours.** ▁ is a token still to generate. Filled tokens are coloured by the probability the
-model gave them; the tokens of the step on screen are strong, earlier ones pale.
-
-**Likelihood.** *log p, this run's order* sums the log-probabilities of the run's own steps:
-exact when every step fills one token, otherwise group-factorized (tokens of one step are
-predicted independently given earlier steps). *log p, left-to-right* rescores the finished text
-with one token at a time, left to right: exact, and on the same scale for every strategy.
-
-**Speed.** A step is one forward pass through the model, with a cache of the committed tokens
-(the A3 reference code re-runs a full forward per group instead). Temperature 0 is greedy.
-"""
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers
-
-
-def load_examples() -> list[tuple[str, str]]:
-    """(title, template) of every assets/examples/*.txt, in file order."""
-    out = []
-    for p in sorted(models.EXAMPLES.glob("*.txt")):
-        title = re.sub(r"^\d+[-_]", "", p.stem).replace("-", " ").replace("_", " ").capitalize()
-        out.append((title, p.read_text(encoding="utf-8").strip()))
-    return out
-
-
-def _entry(key: str) -> models.ModelEntry:
-    for e in models.available_models():
-        if e.key == key:
-            return e
-    raise ValueError("that model is not in the menu any more; pick one from the list")
-
-
-def model_note(key: str) -> str:
-    try:
-        e = _entry(key)
-        model, _ = models.load(key)
-    except Exception as err:  # a broken checkpoint must not take the page down
-        return f"⚠️ cannot load this model: {render.md_escape(str(err))}"
-    n = sum(p.numel() for p in model.parameters()) / 1e6
-    text = (f"**Model:** {render.md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{models.context_size(model)} tokens · {model.device.type}")
-    if not e.trained:
-        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
-                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
-    return text
-
-
-def _tok(key: str):
-    model, tok = models.load(key)
-    return tok, models.context_size(model)
-
-
-def _delay(speed: float, n_steps: int) -> float:
-    try:
-        d = max(0.0, min(float(speed), 2.0))
-    except (TypeError, ValueError):
-        d = 0.2
-    return min(d, MAX_ANIMATION_S / max(n_steps, 1))
-
-
-def _save(rec: dict) -> str:
-    """Write a run file for the download button; files older than an hour are removed."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    for old in RUN_DIR.iterdir():
-        try:
-            if time.time() - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    d = RUN_DIR / uuid.uuid4().hex[:12]
-    d.mkdir()
-    s = rec["settings"]
-    path = d / f"a3-run-{s['strategy']}-seed{s['seed']}.json"
-    path.write_text(record.to_json(rec), encoding="utf-8")
-    return str(path)
-
-
-def _stats_table(rec: dict) -> list[list[str]]:
-    return [[k, v] for k, v in render.stats_rows(rec)]
-
-
-def _preview(settings: dict, enc, entry: dict) -> dict:
-    """A record with no steps yet: frame 0 of the animation."""
-    return record.make_record(entry, settings, enc, [], None, 0.0)
-
-
-def _error(msg: str) -> str:
-    return f"⚠️ {render.md_escape(msg)}"
-
-
-def _failed(err: Exception) -> str:
-    """A refused request (ValueError) says what to change; anything else is logged and reported."""
-    if isinstance(err, ValueError):
-        return _error(str(err))
-    log.exception("decoding failed")
-    return _error(f"decoding failed ({type(err).__name__}: {err}); try again or pick other settings")
-
-
-def prepare_run(template, model_key, strategy, group_size, threshold, custom_order, temperature, top_k,
-                top_p, seed, state):
-    """Check everything a run needs: (settings, encoded, cfg, entry dict) or ValueError."""
-    entry = _entry(model_key)
-    settings = runner.settings_from_inputs(template, strategy, group_size, threshold, custom_order,
-                                           temperature, top_k, top_p, seed)
-    model, tok = models.load(entry.key)
-    clean = story.clean_text(settings["template"])[0]
-    originals = (state or {}).get("originals") if (state or {}).get("template") == clean else None
-    _, enc, cfg = runner.build_request(settings, tok, models.context_size(model), originals)
-    return settings, enc, cfg, {"label": entry.label, "path": entry.key, "trained": entry.trained}
-
-
-def execute(settings, enc, cfg, entry) -> dict:
-    t0 = time.perf_counter()
-    steps, ar, _ = runner.compute(entry["path"], enc.input_ids, enc.blank_mask, cfg)
-    rec = record.make_record(entry, settings, enc, steps, ar, time.perf_counter() - t0)
-    _, tok = models.load(entry["path"])
-    out = {p: t for s in steps for p, t in zip(s.positions, s.token_ids)}
-    rec["fills"] = [tok.decode([out[p] for p in span]) for span in enc.blank_spans]
-    return rec
-
-
-# ----------------------------------------------------------------------------------------------
-# the page
+from . import compare_tab, figures, models, record, render, runner, story
+from .runs import (execute, load_examples, prepare_run, preview, save_run, stats_table, step_delay,
+                   tokenizer)
+from .texts import (CSS, HOW, STRATEGY_CHOICES, TITLE, error_md, failure_md, model_note,
+                    model_note_for_file)
 
 
 def build_demo() -> gr.Blocks:
@@ -193,7 +30,7 @@ def build_demo() -> gr.Blocks:
     models.load(default.key)  # load before the first visitor: the app is ready when it is up
     examples = load_examples()
     first = examples[0][1] if examples else "The cat [[2]] on the mat."
-    tok0, ctx0 = _tok(default.key)
+    tok0, ctx0 = tokenizer(default.key)
     v0 = story.view(first, story.new_state(first), tok0, ctx0)
 
     # delete_cache: Gradio's copies of downloaded run files go after an hour too
@@ -281,29 +118,7 @@ def build_demo() -> gr.Blocks:
                                                  elem_id="download")
                     upload = gr.UploadButton("Load a run (JSON)", file_types=[".json"], type="binary",
                                              elem_id="upload")
-            with gr.Tab("Compare two orders", id="compare-tab"):
-                gr.Markdown("The same story, blanks, model and sampling settings as above, under two orders.")
-                with gr.Row():
-                    sides = []
-                    for name, strat in (("A", "left_to_right"), ("B", "confidence")):
-                        with gr.Column():
-                            s_dd = gr.Dropdown(STRATEGY_CHOICES, value=strat, label=f"Order {name}",
-                                               elem_id=f"cmp-strategy-{name}")
-                            s_gs = gr.Slider(*runner.LIMITS["group_size"], value=1, step=1, label="Group size / k")
-                            s_thr = gr.Slider(*runner.LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
-                            s_co = gr.Textbox("", label="Custom order", placeholder="2 1 3")
-                            s_cap = gr.Markdown("", elem_classes=["caption"])
-                            s_ht = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=False,
-                                                      show_inline_category=False, combine_adjacent=False, label=f"Result {name}",
-                                                      elem_classes=["cmp-result"], elem_id=f"cmp-result-{name}")
-                            s_plot = gr.Plot(label=f"Decoding order {name}")
-                            sides.append((s_dd, s_gs, s_thr, s_co, s_cap, s_ht, s_plot))
-                with gr.Row():
-                    cmp_btn = gr.Button("Compare", variant="primary", elem_id="compare")
-                    cmp_stop = gr.Button("Stop", variant="stop")
-                cmp_status = gr.Markdown("", elem_id="cmp-status")
-                cmp_df = gr.Dataframe(headers=["", "A", "B"], datatype=["str", "str", "str"], interactive=False,
-                                      wrap=True, label="Side by side", elem_id="cmp-table")
+            cmp = compare_tab.build_layout()
             with gr.Tab("How it works"):
                 gr.Markdown(HOW)
 
@@ -312,7 +127,7 @@ def build_demo() -> gr.Blocks:
         story_out = [template, editor, blanks_df, story_info, story_state]
 
         def show(template_text, state, key, custom="", note=""):
-            tok, ctx = _tok(key)
+            tok, ctx = tokenizer(key)
             v = story.view(template_text, state or {}, tok, ctx, custom or "", note)
             return v.template, gr.skip() if v.editor is None else v.editor, v.table, v.info, v.state
 
@@ -338,14 +153,14 @@ def build_demo() -> gr.Blocks:
             return show(text, story.new_state(text), key, custom)
 
         def on_editor(pieces, state, length, key, custom):
-            tok, _ = _tok(key)
+            tok, _ = tokenizer(key)
             try:
                 n = int(length) if length else 0
                 if not 0 <= n <= 1024:
                     raise ValueError("the new blank length must be between 0 and 1024")
                 got = story.from_editor(pieces, state or {}, tok, n or None)
             except ValueError as e:
-                return gr.skip(), gr.skip(), gr.skip(), _error(str(e)), gr.skip()
+                return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
             if got is None:  # our own render coming back: nothing to do
                 return (gr.skip(),) * 5
             segments, note = got
@@ -353,7 +168,7 @@ def build_demo() -> gr.Blocks:
 
         def helper(kind):
             def fn(template_text, state, frac, key, custom):
-                tok, _ = _tok(key)
+                tok, _ = tokenizer(key)
                 try:
                     if kind == "sentence":
                         segments = story.random_sentence(template_text, state or {}, tok, random.Random())
@@ -366,7 +181,7 @@ def build_demo() -> gr.Blocks:
                             return show(template_text, state, key, custom,
                                         "No blank remembers its original text (blanks typed as [[N]] do not).")
                 except ValueError as e:
-                    return gr.skip(), gr.skip(), gr.skip(), _error(str(e)), gr.skip()
+                    return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
                 return show_segments(segments, key, custom)
             return fn
 
@@ -393,7 +208,7 @@ def build_demo() -> gr.Blocks:
             try:
                 groups = [int(float(r[4])) for r in (rows.values.tolist() if hasattr(rows, "values") else rows)]
             except (TypeError, ValueError, IndexError):
-                return gr.skip(), gr.skip(), _error("group numbers in the blanks table must be whole numbers")
+                return gr.skip(), gr.skip(), error_md("group numbers in the blanks table must be whole numbers")
             return " ".join(map(str, groups)), "custom", gr.skip()
 
         blanks_df.input(on_table, blanks_df, [custom_order, strategy, story_info], show_progress="hidden",
@@ -420,11 +235,11 @@ def build_demo() -> gr.Blocks:
             st = rec["stats"]
             done = (f"Done: {st['tokens']} tokens in {len(rec['steps'])} steps, {st['forward_passes']} forward "
                     f"passes, {st['decode_seconds']:.3f} s ({st['tokens_per_s'] or 0:.0f} tokens/s).")
-            return tuple(out) + (done, _stats_table(rec), render.filled_text(rec), figures.order_figure(rec),
-                                 figures.token_figure(rec), gr.update(value=_save(rec), interactive=True), rec)
+            return tuple(out) + (done, stats_table(rec), render.filled_text(rec), figures.order_figure(rec),
+                                 figures.token_figure(rec), gr.update(value=save_run(rec), interactive=True), rec)
 
         def animate(rec, speed, start=1):
-            delay = _delay(speed, len(rec["steps"]))
+            delay = step_delay(speed, len(rec["steps"]))
             for k in range(start, len(rec["steps"])):
                 if delay:
                     time.sleep(delay)
@@ -438,15 +253,15 @@ def build_demo() -> gr.Blocks:
             try:
                 settings, enc, cfg, entry = prepare_run(*inputs)
             except ValueError as e:
-                yield skip_all[:3] + (_error(str(e)),) + skip_all[4:]
+                yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
                 return
             # frame 0 at once; last run's numbers, plots and file cleared
-            yield frame(_preview(settings, enc, entry), 0)[:3] + (
+            yield frame(preview(settings, enc, entry), 0)[:3] + (
                 "Computing…", [], "", None, None, gr.update(value=None, interactive=False), gr.skip())
             try:
                 rec = execute(settings, enc, cfg, entry)
             except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
-                yield skip_all[:3] + (_failed(e),) + skip_all[4:]
+                yield skip_all[:3] + (failure_md(e),) + skip_all[4:]
                 return
             yield from animate(rec, speed)
 
@@ -469,7 +284,7 @@ def build_demo() -> gr.Blocks:
             try:
                 rec = record.from_json(data if data is not None else b"")
             except ValueError as e:
-                yield skip_all[:3] + (_error(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
+                yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
                 return
             s = rec["settings"]
             values = (s["template"], s["strategy"], s["group_size"], s["threshold"] or 0, s["custom_order"],
@@ -477,7 +292,7 @@ def build_demo() -> gr.Blocks:
             try:  # the settings go back into the widgets: hold them to the widgets' rules
                 runner.settings_from_inputs(*values)
             except ValueError as e:
-                yield skip_all[:3] + (_error(f"the run file's settings are invalid: {e}"),) + skip_all[4:] + (
+                yield skip_all[:3] + (error_md(f"the run file's settings are invalid: {e}"),) + skip_all[4:] + (
                     gr.skip(),) * n_extra
                 return
             note = "Loaded the run file; replaying its recorded steps."
@@ -502,47 +317,10 @@ def build_demo() -> gr.Blocks:
                        api_visibility="private")
 
         # -------------------------------------------------------------------------------------
-        # comparison: two runs of the same request, animated in lockstep
+        # comparison (compare_tab.py): two runs of the same request, animated in lockstep
         sampling_inputs = [temperature, top_k, top_p, seed]
-        cmp_out = [s[5] for s in sides] + [s[4] for s in sides] + [s[6] for s in sides] + [cmp_status, cmp_df]
-
-        def run_compare(template_text, key, state, temp, tk, tp, sd, speed, *side_vals):
-            skip = (gr.skip(),) * len(cmp_out)
-            recs = []
-            try:
-                for i in range(2):
-                    st, gs, thr, co = side_vals[4 * i:4 * i + 4]
-                    recs.append(prepare_run(template_text, key, st, gs, thr, co, temp, tk, tp, sd, state))
-            except ValueError as e:
-                yield skip[:-2] + (_error(f"order {'AB'[len(recs)]}: {e}"), gr.skip())
-                return
-            previews = [_preview(r[0], r[1], r[3]) for r in recs]
-            yield tuple(render.frame_spans(p, 0) for p in previews) + tuple(
-                render.md_escape(render.caption(p, 0)) for p in previews) + skip[4:6] + ("Computing…", gr.skip())
-            try:
-                done = [execute(*r) for r in recs]
-            except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
-                yield skip[:-2] + (_failed(e), gr.skip())
-                return
-            n = max(len(r["steps"]) for r in done)
-            delay = _delay(speed, n)
-            for k in range(1, n + 1):
-                if delay:
-                    time.sleep(delay)
-                ks = [min(k, len(r["steps"])) for r in done]
-                yield tuple(render.frame_spans(r, j) for r, j in zip(done, ks)) + tuple(
-                    render.md_escape(render.caption(r, j)) for r, j in zip(done, ks)) + skip[4:]
-            rows = [[name, a, b] for (name, a), (_, b) in zip(render.stats_rows(done[0]), render.stats_rows(done[1]))]
-            better = "A" if done[0]["stats"]["ar_log_likelihood"] > done[1]["stats"]["ar_log_likelihood"] else "B"
-            yield skip[:4] + tuple(figures.order_figure(r) for r in done) + (
-                f"Done. Under the same left-to-right scoring, **{better}**'s fill is the more likely one.", rows)
-
-        cmp_inputs = [template, model_dd, story_state] + sampling_inputs + [speed] + [
-            c for s in sides for c in s[:4]]
-        cmp_ev = cmp_btn.click(run_compare, cmp_inputs, cmp_out, concurrency_limit=8, concurrency_id="run",
-                               api_name="compare", show_progress="minimal")
-        cmp_stop.click(lambda: "Stopped.", None, cmp_status, cancels=[cmp_ev], queue=False,
-                       api_visibility="private")
+        compare_tab.wire(cmp, template, model_dd, story_state, sampling_inputs, speed)
+        sides = cmp.sides
 
         def toggle(strat):
             dyn = strat in DYNAMIC_ORDERS
@@ -556,12 +334,6 @@ def build_demo() -> gr.Blocks:
             demo.load(toggle, s[0], [s[2], s[3]], api_visibility="private")
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo
-
-
-def model_note_for_file(rec: dict) -> str:
-    label = rec.get("model", {}).get("label") or "an unknown model"
-    return (f"Replaying a run made with {render.md_escape(str(label))}, which is not loaded here; the replay "
-            "uses the recorded steps only.")
 
 
 def launch_kwargs() -> dict:

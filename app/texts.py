@@ -1,0 +1,92 @@
+"""What the page says and how it looks: the title, the CSS, the "How it works" help, the order
+menu's labels, and the short Markdown notes shown on the page (model notes, error messages).
+Nothing here touches Gradio events; ui.py and compare_tab.py show these.
+"""
+from __future__ import annotations
+
+import logging
+
+from . import models, render
+from .runs import menu_entry
+
+log = logging.getLogger("a3studio")
+TITLE = "A3 Studio"
+STRATEGY_CHOICES = [(render.STRATEGY_LABELS[s], s) for s in (
+    "left_to_right", "right_to_left", "random", "outside_in", "custom",
+    "confidence", "margin", "entropy", "dynamic_random")]
+
+CSS = """
+/* HighlightedText as running text: inline tokens, words never broken */
+#story-editor .textfield, #result .textfield, .cmp-result .textfield {
+  display: block; word-break: normal; overflow-wrap: break-word; line-height: 2.0; font-size: 16px;}
+#story-editor .token-container, #result .token-container, .cmp-result .token-container,
+#story-editor .token, #result .token, .cmp-result .token {display: inline;}
+#result .token.highlighted, .cmp-result .token.highlighted {margin: 0; padding: 2px 0; border-radius: 2px;}
+#result .legend-item {font-size: 12px;}
+.caption p {font-family: ui-monospace, monospace; font-size: 13px;}
+#model-note p {margin: 0;}
+.warn {color: #b45309;}
+#dice {align-self: end; margin-bottom: 6px;}
+"""
+
+HOW = """
+**Blanks.** Select text in the story editor to blank it: the blank's length is the number of tokens
+of the text it replaces (or the *new blank length* when that is above 0). Click a blank and type a
+number as its label to resize it; click its × to undo it. Or write blanks in the text box:
+`[[N]]` is a blank of N tokens, e.g. `The cat [[4]] on the mat.` The space before a blank belongs
+to the blank (the model writes `␣sat`, as the tokenizer spells words). Control characters are
+removed; markup is shown as text.
+
+**Orders.** Fixed orders fill the blank tokens left-to-right, right-to-left, in a seeded random
+order, or outside-in (from both edges of each blank towards its middle), *group size* tokens per
+step. A custom order gives each blank a group number (`2 1 3`: blank 2 first, then blank 1, then
+blank 3; blanks that share a number are filled together), each blank *group size* tokens per step,
+left to right inside it. Dynamic orders score every open blank token each step and commit the best
+*k*: by confidence (top probability), margin (top1 − top2), low entropy, or at random; with a
+probability threshold they commit every token whose top probability reaches it (at least one).
+
+**Colours.** ▁ is a token still to generate. Filled tokens are coloured by the probability the
+model gave them; the tokens of the step on screen are strong, earlier ones pale.
+
+**Likelihood.** *log p, this run's order* sums the log-probabilities of the run's own steps:
+exact when every step fills one token, otherwise group-factorized (tokens of one step are
+predicted independently given earlier steps). *log p, left-to-right* rescores the finished text
+with one token at a time, left to right: exact, and on the same scale for every strategy.
+
+**Speed.** A step is one forward pass through the model, with a cache of the committed tokens
+(the A3 reference code re-runs a full forward per group instead). Temperature 0 is greedy.
+"""
+
+
+def model_note(key: str) -> str:
+    try:
+        e = menu_entry(key)
+        model, _ = models.load(key)
+    except Exception as err:  # a broken checkpoint must not take the page down
+        return f"⚠️ cannot load this model: {render.md_escape(str(err))}"
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    text = (f"**Model:** {render.md_escape(e.label)} · {n:.1f}M parameters · context "
+            f"{models.context_size(model)} tokens · {model.device.type}")
+    if not e.trained:
+        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
+                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
+    return text
+
+
+def model_note_for_file(rec: dict) -> str:
+    label = rec.get("model", {}).get("label") or "an unknown model"
+    return (f"Replaying a run made with {render.md_escape(str(label))}, which is not loaded here; the replay "
+            "uses the recorded steps only.")
+
+
+def error_md(msg: str) -> str:
+    return f"⚠️ {render.md_escape(msg)}"
+
+
+def failure_md(err: Exception) -> str:
+    """A refused request (ValueError) says what to change; anything else is logged and reported."""
+    if isinstance(err, ValueError):
+        return error_md(str(err))
+    log.exception("decoding failed")
+    return error_md(f"decoding failed ({type(err).__name__}: {err}); try again or pick other settings")
+
