@@ -291,9 +291,11 @@ def test_stop_halts_the_animation(browser, url):
     wait_for(lambda: "Step 2 of 13" in by_css(d, "#caption")[0].text, 60, "the animation to start")
     d.find_element("css selector", "#stop").click()
     wait_for(lambda: "Stopped" in by_css(d, "#status")[0].text, 60, "the stop message")
+    time.sleep(1.5)  # a frame already on its way when Stop was clicked may still land (1 s per step)
     caption = by_css(d, "#caption")[0].text
     time.sleep(2.5)
     assert by_css(d, "#caption")[0].text == caption, "no frame arrives after Stop"
+    assert "Step 13 of 13" not in caption, "Stop should halt the animation before its end"
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
     wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "a new run after Stop")
