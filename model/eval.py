@@ -49,12 +49,10 @@ from pathlib import Path
 
 import torch
 
-from .eval_report import (NLL_KIND, budget, figure, paired, series, summarize, table, verdict, write_png,
-                          write_report)
+from .eval_report import (NLL_KIND, ROUGE, STRATEGIES, budget, figure, paired, series, summarize, table, verdict,
+                          write_png, write_report)
 
-STRATEGIES = ("left_to_right", "right_to_left", "random", "outside_in", "confidence", "margin", "entropy")
 GROUP_SIZES = (1, 2, 4)
-ROUGE = ("rouge1", "rouge2", "rougeL")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ import torch
 if TYPE_CHECKING:
     from .eval import System, Window
 
-# ROUGE and STRATEGIES are read from model.eval inside the functions that use them: model.eval imports
-# this module at its top (to re-export it), so importing model.eval here would be circular
+# the evaluated A3 orders and ROUGE variants; model.eval imports them from here
+STRATEGIES = ("left_to_right", "right_to_left", "random", "outside_in", "confidence", "margin", "entropy")
+ROUGE = ("rouge1", "rouge2", "rougeL")
 
 NLL_KIND = {"a3": "A3 group-factorized (exact at k=1)", "diffusion": "diffusion ELBO bound (>= NLL)",
             "ar": "AR exact, left context only"}
@@ -48,7 +49,6 @@ def budget(args) -> dict:
 
 def summarize(records: list[dict], systems: list[System], n_windows: int) -> list[dict]:
     """One row per system over windows 0..n_windows-1: means, NLL per token, R-L 95% half-width."""
-    from .eval import ROUGE
     rows = []
     for s in systems:
         rs = [r for r in records if r["system"] == s.key and r["window"] < n_windows]
@@ -132,7 +132,6 @@ def figure(rows: list[dict]):
 
 def series(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """Plot series: each A3 strategy and the diffusion baseline over k, and the AR point."""
-    from .eval import STRATEGIES
     out = []
     for fam, strat in [("a3", s) for s in STRATEGIES] + [("diffusion", "confidence"), ("ar", "left context")]:
         rs = sorted((r for r in rows if r["family"] == fam and r["strategy"] == strat), key=lambda r: r["passes"])
