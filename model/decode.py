@@ -18,6 +18,7 @@ sequence every step instead (the reference code's cost; the oracle in tests and 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -205,7 +206,6 @@ class Trace:
     def log_likelihood(self) -> float:
         """Sum of log p of the generated tokens under the grouping the run took (exact for
         singleton groups, group-factorized otherwise)."""
-        import math
         return sum(math.log(max(p, 1e-45)) for s in self.steps for p in s.probs)
 
     def group_ids(self, context: str = "block") -> torch.Tensor:
