@@ -42,6 +42,7 @@ import torch
 
 from .a3 import A3Model
 from .decode import DecodeConfig, decode
+from .lora import load_a3
 
 # random-init LLaMA backbones; `tiny` is the size of the model shipped in assets/
 PRESETS = {
@@ -88,7 +89,7 @@ SYSTEMS = [
 @dataclass
 class BenchConfig:
     preset: str = "tiny"  # random-init backbone (ignored when `model` is given)
-    model: str | None = None  # A3 checkpoint directory (A3Model.from_pretrained)
+    model: str | None = None  # A3 checkpoint directory (full or LoRA adapter: model.lora.load_a3)
     blank: int = 64  # N, tokens to generate
     context: int = 512  # L, visible tokens around the blank (half on each side)
     repeats: int = 3  # timed runs per system; the median is reported
@@ -143,7 +144,7 @@ def build_model(cfg: BenchConfig) -> A3Model:
     dtype = dtype_of(cfg)
     T = cfg.context + cfg.blank + 1
     if cfg.model:
-        model = A3Model.from_pretrained(cfg.model, dtype=dtype, device=cfg.device)
+        model = load_a3(cfg.model, dtype=dtype, device=cfg.device)[0]  # a full checkpoint or an adapter
         max_pos = getattr(model.config, "max_position_embeddings", None)
         if max_pos is not None and max_pos < T:
             raise ValueError(f"{cfg.model} handles {max_pos} positions but L+N+1 = {T}; lower --context or --blank")

@@ -247,14 +247,19 @@ def sample_infill(n: int, rng: _random.Random, context: str = "block") -> torch.
     return g - int(g.min())  # ids start at 0
 
 
-def sample_mix(n: int, rng: _random.Random) -> torch.Tensor:
-    """Stage 3 mixture: random groups (size 4-8), span order, and both infilling patterns."""
+def sample_mix(n: int, rng: _random.Random, infill: float = 0.45) -> torch.Tensor:
+    """Stage 3 mixture: random groups (size 4-8), span order, and both infilling patterns.
+
+    `infill` is the share of the infilling patterns (block context twice as often as causal); the
+    rest is random groups and span order, 7:4. The default 0.45 gives 0.35 / 0.20 / 0.30 / 0.15.
+    """
     pick = rng.random()
-    if pick < 0.35:
+    rest = 1.0 - infill
+    if pick < rest * 7 / 11:
         return sample_random_groups(n, rng)
-    if pick < 0.55:
+    if pick < rest:
         return sample_span_order(n, rng)
-    if pick < 0.85:
+    if pick < rest + infill * 2 / 3:
         return sample_infill(n, rng, "block")
     return sample_infill(n, rng, "causal")
 
@@ -271,7 +276,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
 
 def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
     """A sampler from a spec string: 'ar', 'contiguous:4', 'random:4-8', 'span_order:1-8',
-    'infill', 'infill:causal', 'mix'."""
+    'infill', 'infill:causal', 'mix', 'mix:0.7' (infilling share)."""
     name, _, arg = spec.partition(":")
     if name not in SAMPLERS:
         raise ValueError(f"unknown grouping sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -291,4 +296,9 @@ def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
         return lambda n, rng: fn(n, rng, lo, hi)
     if name == "infill":
         return lambda n, rng: fn(n, rng, arg)
+    if name == "mix":
+        share = float(arg)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"mix:P takes the infilling share P in [0, 1]; got {spec!r}")
+        return lambda n, rng: fn(n, rng, share)
     raise ValueError(f"sampler {name!r} takes no argument; got {spec!r}")

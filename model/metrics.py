@@ -1,6 +1,7 @@
 """Held-out likelihood metrics of an A3 checkpoint against its AR base (the model card's numbers).
 
     python -m model.metrics --model assets/a3-austen-tiny --base assets/austen-base-tiny
+    python -m model.metrics --model assets/a3-smollm2-lora --base smollm2-135m-gguf   # an adapter
 
 On packed rows of the held-out split (BOS + seq_len-1 tokens), all per-token NLL in nats:
 - base_ar:            the base causal LM, left to right
@@ -20,18 +21,17 @@ import json
 import random
 
 import torch
-from transformers import AutoModelForCausalLM
-
-from .a3 import A3Model, load_tokenizer
+from .a3 import A3Model
 from .data import load_packed
 from .groups import group_ids_from_order, sample_contiguous, sample_random_groups
+from .lora import load_a3, resolve_base
 
 
 def _a3_nll(model, rows, grouping, batch: int) -> float:
     tot, n = 0.0, 0
     for i in range(0, len(rows), batch):
         ids = rows[i:i + batch]
-        g = torch.stack([grouping(ids.shape[1]) for _ in range(len(ids))])
+        g = torch.stack([grouping(ids.shape[1]) for _ in range(len(ids))]).to(ids.device)
         lp = model.token_logprobs(ids, g)
         tot -= lp[:, 1:].sum().item()
         n += lp[:, 1:].numel()
@@ -80,7 +80,7 @@ def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 1
         span = list(range(start, start + L))
         visible = [p for p in range(T) if p < start or p >= start + L]
         g = group_ids_from_order(T, visible, [[p] for p in span])
-        lp = model.token_logprobs(rows[i:i + 1], g[None])[0]
+        lp = model.token_logprobs(rows[i:i + 1], g[None].to(rows.device))[0]
         a3_tot -= lp[span].sum().item()
         base_tot -= _base_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
         n_tok += L
@@ -94,7 +94,7 @@ def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 1
             continue
         p = rng.choice(cands)
         g = group_ids_from_order(T, [q for q in range(T) if q != p], [[p]])
-        logits = model(rows[i:i + 1], g[None]).logits[0, p]
+        logits = model(rows[i:i + 1], g[None].to(rows.device)).logits[0, p]
         hits_a3 += int(logits.argmax().item() == rows[i, p].item())
         blogits = base(input_ids=rows[i:i + 1, :p]).logits[0, -1]
         hits_base += int(blogits.argmax().item() == rows[i, p].item())
@@ -109,17 +109,18 @@ def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 1
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Held-out likelihood metrics of an A3 checkpoint vs its AR base.")
     p.add_argument("--model", default="assets/a3-austen-tiny", help="A3 checkpoint directory")
-    p.add_argument("--base", default="assets/austen-base-tiny", help="the AR base checkpoint it was adapted from")
+    p.add_argument("--base", default="assets/austen-base-tiny",
+                   help="the AR base checkpoint it was adapted from, or smollm2-135m-gguf (the converted SmolLM2)")
     p.add_argument("--data", default="data/austen", help="prepared corpus (python -m model.data prepare)")
     p.add_argument("--rows", type=int, default=128, help="held-out rows to use (from the start of eval)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per row, BOS included")
     p.add_argument("--seed", type=int, default=0, help="seed for orders, spans and words")
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
     a = p.parse_args(argv)
-    model = A3Model.from_pretrained(a.model)
-    base = AutoModelForCausalLM.from_pretrained(a.base, dtype=torch.float32)
-    tok = load_tokenizer(a.model)
-    rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows]
+    model, tok = load_a3(a.model, device=a.device)
+    base = resolve_base(a.base).to(a.device).eval()
+    rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)
     res = evaluate(model, base, tok, rows, seed=a.seed)
     text = json.dumps(res, indent=2)
     print(text)

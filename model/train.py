@@ -81,6 +81,7 @@ class TrainConfig:
     save_every: int = 100
     seed: int = 0
     mixed_precision: str = "auto"  # "auto": bf16 on GPU, fp32 ("no") on CPU
+    max_seconds: float = 0.0  # > 0: save out/last and stop after this many seconds of this process (resume later)
     stages: list[Stage] = field(default_factory=lambda: [
         Stage("0-base", "base", 900, 2e-3, 50),
         Stage("1-ar", "ar", 150, 5e-4, 20),
@@ -198,7 +199,9 @@ def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: in
     tmp.rename(out / "last")
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig) -> Path | None:
+    """Run (or resume) the recipe; the final checkpoint's path, or None when max_seconds stopped it."""
+    t_start = time.time()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mp = cfg.mixed_precision
@@ -313,10 +316,16 @@ def train(cfg: TrainConfig) -> Path:
                 ev = evaluate(acc.unwrap_model(model), eval_ids, stage.sampler, cfg.batch_size, cfg.seed)
                 emit({"stage": stage.name, "step": step, "eval": ev, "tokens": tokens, "elapsed": round(elapsed, 1)})
                 bar.set_postfix(ev)
-            if step % cfg.save_every == 0 or step == stage.steps:
+            out_of_time = cfg.max_seconds > 0 and time.time() - t_start > cfg.max_seconds
+            if step % cfg.save_every == 0 or step == stage.steps or out_of_time:
                 done = step == stage.steps
                 save_state(acc, model, opt, out, stage_idx + done, 0 if done else step, tokens, elapsed, rng,
                            tokenizer, is_a3, diffusion)
+            if out_of_time and not (done and stage_idx + 1 == len(cfg.stages)):
+                acc.print(f"stopped after {cfg.max_seconds:.0f} s at stage {stage.name!r} step {step}; "
+                          f"run the same command again to resume from {out / 'last'}")
+                log.close()
+                return None
         bar.close()
         model = acc.unwrap_model(model)
         stage_idx, step = stage_idx + 1, 0
@@ -353,6 +362,9 @@ def main(argv=None) -> None:
     p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
     p.add_argument("--seq-len", type=int, help="tokens per sequence, BOS included")
     p.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], help="auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--save-every", type=int, help="steps between checkpoints of out/last")
+    p.add_argument("--eval-every", type=int, help="steps between held-out evaluations")
+    p.add_argument("--max-seconds", type=float, help="save and stop after this many seconds (resume by rerunning)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     a = p.parse_args(argv)
     over = {k: v for k, v in vars(a).items() if k not in ("config", "steps_scale")}
