@@ -56,8 +56,9 @@ class A3Model(nn.Module):
         # w at embedding scale (the reference code's N(0, 1) is ~50x too large): one random
         # vector whose coordinates have the spread of the token embeddings
         gen = torch.Generator().manual_seed(init_seed)
-        w = torch.randn(emb.shape[1], generator=gen) * emb.detach().float().std()
-        self.w = nn.Parameter(w.to(emb.dtype).to(emb.device))
+        # (on the CPU generator, whatever the base's device: a base trained on a GPU in stage 0 too)
+        w = torch.randn(emb.shape[1], generator=gen) * emb.detach().float().std().item()
+        self.w = nn.Parameter(w.to(device=emb.device, dtype=emb.dtype))
 
     # ------------------------------------------------------------------------------------------
     @property

@@ -118,6 +118,9 @@ def main(argv=None) -> None:
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
     a = p.parse_args(argv)
+    if a.seq_len < 48 or a.rows < 1:
+        p.error(f"--seq-len must be at least 48 (the 5-20 token spans sit in the middle half of a row) and "
+                f"--rows at least 1; got --seq-len {a.seq_len} --rows {a.rows}")
     model, tok = load_a3(a.model, device=a.device)
     base = resolve_base(a.base).to(a.device).eval()
     rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)

@@ -98,3 +98,13 @@ def test_tokenizer_saved_beside_the_weights(tmp_path, make_backbone):
     A3Model(make_backbone("llama")).save_pretrained(tmp_path, tokenizer=tok)
     back = load_tokenizer(tmp_path)
     assert back("w5 w17")["input_ids"] == [5, 17], "the saved tokenizer encodes differently"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_from_base_on_cuda_matches_cpu(make_backbone):
+    """A base that already lives on the GPU (stage 0 trained there) gets the same w as on the CPU."""
+    base = make_backbone("llama")
+    w_cpu = A3Model(base).w.detach().clone()
+    w_gpu = A3Model(base.to("cuda")).w.detach()
+    assert w_gpu.device.type == "cuda", "w should live with the base"
+    assert torch.allclose(w_gpu.cpu(), w_cpu), "w's initial value must not depend on the device"

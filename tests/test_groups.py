@@ -242,3 +242,27 @@ def test_samplers_registry_and_bad_specs():
         make_sampler("random:0-0")  # would loop forever
     with pytest.raises(ValueError, match="1 <= lo <= hi"):
         make_sampler("span_order:8-4")
+
+
+def test_mix_share_argument():
+    """mix:P sets the infilling share: P=0.45 is the plain mix draw for draw; P=1 gives only the
+    infilling patterns (a visible block or causal singletons, then the blanks); P=0 never does."""
+    for seed in range(50):
+        assert torch.equal(make_sampler("mix:0.45")(40, random.Random(seed)), make_sampler("mix")(40, random.Random(seed))), \
+            f"mix:0.45 should draw exactly what mix draws (seed {seed})"
+    def after_pick(seed):  # the mixture's rng once it has drawn which pattern to use
+        rng = random.Random(seed)
+        rng.random()
+        return rng
+
+    def is_infill(g, seed):
+        return any(torch.equal(g, make_sampler(spec)(40, after_pick(seed))) for spec in ("infill", "infill:causal"))
+
+    for s in range(40):
+        g = make_sampler("mix:1")(40, random.Random(s))
+        assert is_infill(g, s), f"mix:1 should draw an infilling pattern (seed {s}): {g.tolist()}"
+        assert not is_infill(make_sampler("mix:0")(40, random.Random(s)), s), \
+            f"mix:0 should never draw an infilling pattern (seed {s})"
+    for bad in ("mix:1.5", "mix:-0.1"):
+        with pytest.raises(ValueError, match="infilling share"):
+            make_sampler(bad)

@@ -69,3 +69,21 @@ def test_train_state_checkpoint_is_loadable_as_a3(corpus, tmp_path):
     ids[0, 0] = 0
     out = m(ids, torch.arange(10)[None])
     assert torch.isfinite(out.logits[0, 1:]).all(), "logits of a reloaded training checkpoint should be finite"
+
+
+def test_max_seconds_stops_resumably_and_the_rerun_finishes(corpus, tmp_path):
+    """With max_seconds the run saves out/last and returns None mid-recipe; the same command then
+    resumes there and finishes with the steps it had left."""
+    stages = [Stage("0-base", "base", 4, 3e-3, 1), Stage("1-ar", "ar", 6, 3e-3, 1)]
+    cfg = tiny_cfg(corpus, tmp_path, stages)
+    cfg.max_seconds = 1e-9  # out of time after the first step
+    assert train(cfg) is None, "a run out of time should return None, not a final checkpoint"
+    prog = json.loads((tmp_path / "last" / "progress.json").read_text())
+    assert (prog["stage"], prog["step"]) == (0, 1), f"last/ should hold stage 0 step 1: {prog}"
+    assert not (tmp_path / "final").exists(), "no final checkpoint before the recipe ends"
+    cfg.max_seconds = 0.0
+    final = train(cfg)
+    steps = [(r["stage"], r["step"]) for r in metrics(tmp_path) if "loss" in r]
+    assert steps == [("0-base", s) for s in range(1, 5)] + [("1-ar", s) for s in range(1, 7)], \
+        f"every step exactly once across the stop and the rerun: {steps}"
+    assert final is not None and (final / "config.json").is_file(), "the rerun should write final/"
