@@ -3,7 +3,8 @@
 The menu, in order:
 1. $A3_MODEL_DIR, when set (tests point it at a tiny checkpoint they write);
 2. the shipped model, assets/a3-austen-tiny;
-3. any other directory under assets/ whose config.json has an `a3` section;
+3. any other directory under assets/ whose config.json has an `a3` section (an adapter over the
+   SmolLM2 base says in its label when that base still has to be fetched);
 4. only when none of the above exists: an untrained random checkpoint generated at first start
    into ~/.cache/a3-studio/tiny-random (or $A3_STUDIO_CACHE), clearly labelled as such.
 The first entry is the default. A checkpoint whose `a3.training` record is empty is labelled
@@ -50,6 +51,13 @@ def a3_section(path: Path) -> dict | None:
     return cfg.get("a3") if isinstance(cfg, dict) and isinstance(cfg.get("a3"), dict) else None
 
 
+def base_available(a3: dict) -> bool:
+    """False only for an adapter over the SmolLM2 base when that base is not converted yet."""
+    from model import smollm
+
+    return a3.get("base_model") != smollm.REF or smollm.is_converted(smollm.base_dir())
+
+
 def _entry(path: Path, note: str = "") -> ModelEntry | None:
     a3 = a3_section(path)
     if a3 is None:
@@ -58,6 +66,8 @@ def _entry(path: Path, note: str = "") -> ModelEntry | None:
     label = path.name + (note and f" ({note})")
     if not trained:
         label += " — untrained random weights"
+    if not base_available(a3):
+        label += " — needs its base: run `python -m model.smollm fetch` once"
     return ModelEntry(str(path), label, path, trained)
 
 
