@@ -29,20 +29,23 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing as mp
-import os
-import platform
 import re
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .a3 import A3Model
-from .decode import DecodeConfig, decode
+from .bench_report import Result, checks, machine_info, ratios
+from .bench_systems import SYSTEMS, System, bidirectional_mask, run_a3, run_diffusion, run_generate, run_system
 from .lora import load_a3
+
+# the benchmark's API; systems and results live in bench_systems.py and bench_report.py
+__all__ = ["PRESETS", "SYSTEMS", "BenchConfig", "Result", "System", "bidirectional_mask", "build_model", "checks",
+           "machine_info", "main", "make_task", "measure", "ratios", "report", "run_a3", "run_all", "run_diffusion",
+           "run_generate", "run_system"]
 
 # random-init LLaMA backbones; `tiny` is the size of the model shipped in assets/
 PRESETS = {
@@ -54,36 +57,6 @@ PRESETS = {
     "test": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=37, vocab_size=99),
 }
-
-
-@dataclass(frozen=True)
-class System:
-    key: str  # short id, for --systems
-    name: str  # table label
-    kind: str  # "a3" | "generate" | "diffusion"
-    k: int = 1  # A3: group size (fixed order) or tokens per step (dynamic); diffusion: tokens per step
-    strategy: str = "left_to_right"  # A3 only
-    use_cache: bool = True  # A3 only
-
-    @property
-    def slow(self) -> bool:
-        """Recomputes the whole sequence every step."""
-        return self.kind == "diffusion" or (self.kind == "a3" and not self.use_cache)
-
-
-SYSTEMS = [
-    System("cached-l2r-1", "A3 cached, left_to_right", "a3", 1),
-    System("cached-l2r-4", "A3 cached, left_to_right", "a3", 4),
-    System("cached-conf-1", "A3 cached, confidence", "a3", 1, "confidence"),
-    System("cached-conf-4", "A3 cached, confidence", "a3", 4, "confidence"),
-    System("full-l2r-1", "A3 full recompute, left_to_right", "a3", 1, use_cache=False),
-    System("full-l2r-4", "A3 full recompute, left_to_right", "a3", 4, use_cache=False),
-    System("full-conf-1", "A3 full recompute, confidence", "a3", 1, "confidence", use_cache=False),
-    System("full-conf-4", "A3 full recompute, confidence", "a3", 4, "confidence", use_cache=False),
-    System("generate", "base `generate` (prefix only)", "generate", 1),
-    System("diffusion-1", "diffusion full recompute, confidence", "diffusion", 1),
-    System("diffusion-4", "diffusion full recompute, confidence", "diffusion", 4),
-]
 
 
 @dataclass
@@ -104,31 +77,6 @@ class BenchConfig:
 
     def repeats_of(self, system: System) -> int:
         return self.slow_repeats if system.slow and self.slow_repeats else self.repeats
-
-
-@dataclass
-class Result:
-    system: System
-    steps: int
-    forward_passes: int
-    n_tokens: int  # tokens generated (must equal N)
-    times: list[float]  # seconds per timed run
-    peak_mem_mib: float
-    tokens: list[int] = field(default_factory=list)  # generated ids, in blank order
-    threads: int = 0
-    weights_sum: float = 0.0  # checksum: every system must see the same backbone
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.n_tokens / self.seconds
-
-    @property
-    def ms_per_token(self) -> float:
-        return 1000 * self.seconds / self.n_tokens
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,97 +121,6 @@ def make_task(cfg: BenchConfig, model: A3Model) -> tuple[torch.Tensor, torch.Ten
     mask[1 + left:1 + left + cfg.blank] = True
     ids[mask] = V - 1
     return ids, mask
-
-
-# ----------------------------------------------------------------------------------------------
-# the systems: each returns (generated ids in blank order, steps, forward passes)
-
-def run_a3(model, ids, mask, system: System, max_steps: int | None = None):
-    # everything else at DecodeConfig's defaults (greedy, block context, 5 alternatives per token):
-    # the cost of exactly what the demo runs
-    dcfg = DecodeConfig(strategy=system.strategy, group_size=system.k, use_cache=system.use_cache)
-    out = ids.clone()
-    steps = passes = 0
-    for st in decode(model, ids, mask, dcfg):
-        out[st.positions] = torch.tensor(st.token_ids)
-        steps, passes = st.index + 1, st.forward_passes
-        if max_steps is not None and steps >= max_steps:
-            break
-    return out[mask].tolist(), steps, passes
-
-
-class _CountCalls:
-    """Counts forward calls of a module (one per forward pass through the decoder)."""
-
-    def __init__(self, module):
-        self.n = 0
-        self.handle = module.register_forward_hook(self)
-
-    def __call__(self, *_):
-        self.n += 1
-
-
-def run_generate(model, ids, mask):
-    """The base model's own greedy `generate` over BOS + left context, exactly N new tokens."""
-    from transformers import GenerationConfig
-    base = model.base
-    N = int(mask.sum())
-    start = int(mask.nonzero()[0])
-    prompt = ids[:start].to(model.device)[None]
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    # min_new_tokens = max_new_tokens = N: EOS is suppressed until N, then the length limit stops it
-    gcfg = GenerationConfig(max_new_tokens=N, min_new_tokens=N, do_sample=False, use_cache=True,
-                            eos_token_id=None, pad_token_id=pad, bos_token_id=int(ids[0]))
-    counter = _CountCalls(base.model)
-    try:
-        out = base.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gcfg)
-    finally:
-        counter.handle.remove()
-    new = out[0, prompt.shape[1]:].tolist()
-    return new, len(new), counter.n
-
-
-def bidirectional_mask(model, T: int) -> torch.Tensor:
-    """(1, 1, T, T) 'everyone sees everyone': transformers passes a 4D mask through unchanged
-    (masking_utils._preprocess_mask_arguments); SDPA takes booleans, eager an additive float mask."""
-    if model.config._attn_implementation == "sdpa":
-        return torch.ones(1, 1, T, T, dtype=torch.bool, device=model.device)
-    return torch.zeros(1, 1, T, T, dtype=model.w.dtype, device=model.device)
-
-
-@torch.no_grad()
-def run_diffusion(model, ids, mask, k: int, max_steps: int | None = None):
-    """Masked-diffusion style: blanks hold a mask id; every step runs the base decoder without a
-    causal mask over all T positions and commits the k most confident blanks (greedy)."""
-    base, dev = model.base, model.device
-    x = ids.clone().to(dev)
-    pending = mask.clone().to(dev)
-    x[pending] = model.config.vocab_size - 1  # the mask id
-    T = x.numel()
-    attn = bidirectional_mask(model, T)
-    pos = torch.arange(T, device=dev)[None]
-    steps = 0
-    while bool(pending.any()) and (max_steps is None or steps < max_steps):
-        h = base.model(input_ids=x[None], attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state[0]
-        idx = pending.nonzero().flatten()
-        probs = torch.softmax(base.lm_head(h[idx]).float(), dim=-1)  # logits at the blanks only
-        conf, tok = probs.max(-1)
-        sel = conf.topk(min(k, idx.numel())).indices
-        x[idx[sel]] = tok[sel]
-        pending[idx[sel]] = False
-        steps += 1
-    return x[mask.to(dev)].tolist(), steps, steps
-
-
-def run_system(model, ids, mask, system: System, max_steps: int | None = None):
-    """Run one system to the end (or for max_steps steps, a warm-up; `generate` always runs to the end)."""
-    if system.kind == "a3":
-        return run_a3(model, ids, mask, system, max_steps)
-    if system.kind == "generate":
-        return run_generate(model, ids, mask)
-    if system.kind == "diffusion":
-        return run_diffusion(model, ids, mask, system.k, max_steps)
-    raise ValueError(f"unknown system kind {system.kind!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,41 +234,6 @@ def run_all(cfg: BenchConfig, log=None) -> list[Result]:
 # ----------------------------------------------------------------------------------------------
 # report
 
-def machine_info(cfg: BenchConfig) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
-        cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    import transformers
-    dev = cfg.device
-    if dev.startswith("cuda") and torch.cuda.is_available():
-        dev += f" ({torch.cuda.get_device_name()})"
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"CPU {cpu} ({os.cpu_count()} logical cores), torch {torch.__version__} (default {torch.get_num_threads()} "
-            f"threads), transformers {transformers.__version__}, Python {platform.python_version()}, device {dev}; "
-            f"load average (1/5/15 min) at the end: {load}")
-
-
-def _find(results, key):
-    return next((r for r in results if r.system.key == key), None)
-
-
-def ratios(results: list[Result]) -> list[tuple[str, float | None, str, bool | None]]:
-    """(what, value, target, met) for the three targets; None where a system was not run."""
-    c1, c4 = _find(results, "cached-l2r-1"), _find(results, "cached-l2r-4")
-    f1, gen = _find(results, "full-l2r-1"), _find(results, "generate")
-    out = []
-    v = c1.ms_per_token / gen.ms_per_token if c1 and gen else None
-    out.append(("cached gs1 time per token / base `generate` time per token", v, "<= 1.5", None if v is None else v <= 1.5))
-    v = c1.tokens_per_s / f1.tokens_per_s if c1 and f1 else None
-    out.append(("cached gs1 tokens/s / full-recompute gs1 tokens/s", v, ">= 5", None if v is None else v >= 5))
-    v = c4.tokens_per_s / c1.tokens_per_s if c1 and c4 else None
-    out.append(("cached gs4 tokens/s / cached gs1 tokens/s", v, ">= 2.5", None if v is None else v >= 2.5))
-    return out
-
-
 def report(cfg: BenchConfig, results: list[Result], argv: list[str] | None = None) -> str:
     backbone = cfg.model or f"random-init LLaMA preset `{cfg.preset}` ({PRESETS.get(cfg.preset)})"
     mem = ("peak CUDA memory allocated over the post-load allocation" if cfg.device.startswith("cuda")
@@ -443,23 +265,6 @@ def report(cfg: BenchConfig, results: list[Result], argv: list[str] | None = Non
                      f"{'n/a' if met is None else ('yes' if met else 'NO')} |")
     lines += ["", *checks(results)]
     return "\n".join(lines) + "\n"
-
-
-def checks(results: list[Result]) -> list[str]:
-    """Sanity notes: same backbone everywhere, full recompute reproduces the cached tokens."""
-    notes = []
-    sums = {round(r.weights_sum, 3) for r in results}
-    notes.append(f"- same backbone in every process: {'yes' if len(sums) == 1 else 'NO ' + str(sums)}")
-    pairs = [(c, _find(results, "full" + c.system.key[len("cached"):])) for c in results
-             if c.system.key.startswith("cached")]
-    pairs = [(c, f) for c, f in pairs if f is not None]
-    if pairs:
-        same = all(c.tokens == f.tokens for c, f in pairs)
-        notes.append(f"- full recompute generates the same tokens as the cache ({len(pairs)} pairs): "
-                     f"{'yes' if same else 'NO'}")
-    short = [r.system.key for r in results if r.n_tokens != len(results[0].tokens)]
-    notes.append(f"- every system generated all tokens: {'yes' if not short else 'NO: ' + ', '.join(short)}")
-    return notes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from .a3 import A3Config, A3Model
 from .data import load_packed, load_tokenizer
 from .diffusion import DiffusionConfig, DiffusionLM
 from .groups import make_sampler
+from .train_steps import anneal_ratio, evaluate, grouping_batch, save_state, stage_kind, stage_loss
 from .lora import add_lora, adapter_section, base_tokenizer, is_adapter, load_adapter, resolve_base, save_adapter
 from .smollm import REF as SMOLLM_REF
 
@@ -106,23 +106,6 @@ def lr_at(step: int, stage: Stage) -> float:
     return stage.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def stage_kind(spec: str) -> str:
-    """What a stage trains: "base" (causal LM), "diffusion" (DiffusionLM) or "a3"."""
-    if spec == "base":
-        return "base"
-    return "diffusion" if spec.partition(":")[0] == "diffusion" else "a3"
-
-
-def anneal_ratio(spec: str, step: int) -> float:
-    """Attention openness of a diffusion stage at `step`: "diffusion:N" grows linearly from causal
-    (0) to full (1) over N steps (DiffuGPT's annealing); plain "diffusion" is full from the start."""
-    arg = spec.partition(":")[2]
-    if arg and not arg.isdigit():
-        raise ValueError(f"diffusion stage spec must be 'diffusion' or 'diffusion:N' (N annealing steps); got {spec!r}")
-    n = int(arg or 0)
-    return 1.0 if n == 0 else min(1.0, step / n)
-
-
 def build_base(cfg: TrainConfig, vocab: int) -> LlamaForCausalLM:
     if cfg.base_model == SMOLLM_REF:
         return resolve_base(SMOLLM_REF)
@@ -133,70 +116,6 @@ def build_base(cfg: TrainConfig, vocab: int) -> LlamaForCausalLM:
         num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head,
         intermediate_size=cfg.intermediate, max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=0, eos_token_id=1, pad_token_id=2, rope_theta=10000.0))
-
-
-def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torch.Tensor:
-    """(rows, seq_len) group ids, one grouping per sequence; position 0 (BOS) gets 0 (ignored)."""
-    g = torch.zeros(rows, seq_len, dtype=torch.long)
-    for r in range(rows):
-        g[r, 1:] = sampler(seq_len - 1, rng)
-    return g
-
-
-def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-    """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g."""
-    if g is None:
-        return model(input_ids=ids, labels=ids).loss
-    return model(ids, g, labels=A3Model.default_labels(ids)).loss
-
-
-@torch.no_grad()
-def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int) -> dict:
-    """Held-out NLL per token under the stage's grouping (fixed seed) and, for A3, AR order."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = {}
-    if stage_kind(sampler_spec) == "diffusion":
-        # MC ELBO bound per token (an upper bound on NLL), full attention, fixed masks
-        gen, tot = torch.Generator().manual_seed(seed), 0.0
-        for i in range(0, len(eval_ids), batch):
-            ids = eval_ids[i:i + batch].to(dev)
-            tot += model(ids, generator=gen).loss.item() * len(ids)
-        model.train()
-        return {"nll_bound": tot / len(eval_ids)}
-    specs = [("nll", None)] if sampler_spec == "base" else [("nll", sampler_spec), ("nll_ar", "ar")]
-    for key, spec in specs:
-        rng, tot = random.Random(seed), 0.0
-        for i in range(0, len(eval_ids), batch):
-            ids = eval_ids[i:i + batch].to(dev)
-            g = None if spec is None else grouping_batch(make_sampler(spec), len(ids), ids.shape[1], rng).to(dev)
-            tot += stage_loss(model, ids, g).item() * len(ids)
-        out[key] = tot / len(eval_ids)
-    model.train()
-    return out
-
-
-def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: int, tokens: int,
-               elapsed: float, rng: random.Random, tokenizer, is_a3: bool, diffusion: bool = False) -> None:
-    """Write out/last atomically: weights, optimizer, position in the recipe, RNG."""
-    if not acc.is_main_process:
-        return
-    tmp = out / "last.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    net = acc.unwrap_model(model)
-    if is_adapter(net):
-        save_adapter(net, tmp, tokenizer=tokenizer)
-    else:
-        net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 or diffusion else net.save_pretrained(tmp)
-    # at a stage boundary the next stage starts a fresh optimizer, so none is kept
-    torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
-    prog = {"stage": stage_idx, "step": step, "tokens": tokens, "elapsed": elapsed, "a3": is_a3}
-    if diffusion:  # only diffusion runs carry the key: A3 runs keep their format
-        prog["diffusion"] = True
-    (tmp / "progress.json").write_text(json.dumps(prog))
-    shutil.rmtree(out / "last", ignore_errors=True)
-    tmp.rename(out / "last")
 
 
 def train(cfg: TrainConfig) -> Path | None:
