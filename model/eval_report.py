@@ -77,8 +77,9 @@ def paired(records: list[dict], a: str, b: str, n_windows: int) -> tuple[float, 
     return statistics.mean(d), 1.96 * statistics.stdev(d) / math.sqrt(len(d)), len(d)
 
 
-def verdict(rows: list[dict], records: list[dict], n_windows: int) -> list[str]:
-    """The issue's three questions, answered from the numbers (whatever they say)."""
+def verdict(rows: list[dict], records: list[dict], n_windows: int, tokens: dict | None = None) -> list[str]:
+    """The issue's three questions, answered from the numbers (whatever they say); `tokens` (budget's
+    output) adds a warning when A3 and the diffusion baseline were not trained for the same budget."""
     fam = lambda f: [r for r in rows if r["family"] == f]  # noqa: E731
     a3, dif, ar = fam("a3"), fam("diffusion"), fam("ar")
     out = []
@@ -97,6 +98,11 @@ def verdict(rows: list[dict], records: list[dict], n_windows: int) -> list[str]:
             out.append(f"- Likelihood: A3's exact NLL (left_to_right, k=1) {exact['nll']:.3f} nats/token is {word} "
                        f"than the diffusion ELBO bound {dif[0]['nll']:.3f}. The bound is >= the diffusion model's "
                        "true NLL, so a lower A3 number wins only against the bound, not necessarily the NLL.")
+        t_a3, t_d = (tokens or {}).get("a3"), (tokens or {}).get("diffusion")
+        if t_a3 and t_d and abs(t_a3 / t_d - 1) > 0.05:
+            out.append(f"- **Unequal budgets:** A3 was trained on {t_a3:,} tokens after stage 0, the diffusion "
+                       f"baseline on {t_d:,} ({t_a3 / t_d:.1f}x); A3-vs-diffusion differences above are not "
+                       "at equal budget.")
     if a3 and ar:
         best_a3 = max(a3, key=lambda r: r["rougeL"])
         m, ci, n = paired(records, best_a3["system"], "ar", n_windows)
@@ -200,7 +206,7 @@ def write_report(args, windows: list[Window], systems: list[System], records: li
         f"PNG drawn by {png_how}", "",
         "ROUGE: F-measure x 100 (rouge-score, stemmer). NLL: nats per blanked token, summed over windows then "
         "divided by their tokens; the three kinds are different quantities (see the column).", "",
-        table(rows), "## Verdict", "", *verdict(rows, records, len(windows)), "",
+        table(rows), "## Verdict", "", *verdict(rows, records, len(windows), budget(args)), "",
         "![ROUGE-L vs forward passes](infill_rougeL_vs_passes.png)", "", "## Examples", ""]
     best = {f: max((r for r in rows if r["family"] == f), key=lambda r: r["rougeL"], default=None)
             for f in ("a3", "diffusion", "ar")}

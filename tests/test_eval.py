@@ -95,6 +95,11 @@ def test_summary_and_verdict_follow_the_numbers():
     assert "loses to the diffusion" in text, text
     assert "higher (worse) than the diffusion ELBO bound" in text, text
     assert "A3's best beats it" in text, text
+    assert "Unequal budgets" not in text, "no budget warning without budgets"
+    same = "\n".join(verdict(rows, recs, 10, {"a3": 1000, "diffusion": 1020}))
+    assert "Unequal budgets" not in same, "budgets within 5% count as equal"
+    diff = "\n".join(verdict(rows, recs, 10, {"a3": 3000, "diffusion": 1000}))
+    assert "3,000 tokens" in diff and "(3.0x)" in diff, diff
 
 
 def _save_models(d, tok):
