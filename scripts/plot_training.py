@@ -1,6 +1,11 @@
 """Loss curves of a training run (metrics.jsonl from model.train) as a PNG and a markdown table.
 
     python scripts/plot_training.py runs/a3-austen-tiny assets/a3-austen-tiny/loss.png
+    python scripts/plot_training.py runs/a3-infill-long assets/a3-austen-tiny/loss.png --stage0-from runs/a3-austen-tiny
+
+`--stage0-from` is for a run that started from an existing base (`base_model` in its config): the
+base run's stage-0 records are put in front, and the run's tokens and seconds are shifted by them.
+A (stage, step) logged twice (a restart that repeated steps) keeps its last record.
 
 The PNG is drawn with PIL (plotly's PNG export needs kaleido and a browser); the table lists
 every held-out evaluation. Prints the table to stdout for the model card.
@@ -15,7 +20,19 @@ COLOURS = ["#4338ca", "#db2777", "#059669", "#d97706", "#0891b2", "#7c3aed"]
 
 
 def read(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    """The run's records in order, one per (stage, step, kind): a repeated one keeps its last value."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    keyed = {(r["stage"], r["step"], "eval" in r): r for r in recs}
+    return sorted(keyed.values(), key=lambda r: (r["tokens"], "eval" in r))
+
+
+def with_stage0(recs: list[dict], base_run: Path) -> list[dict]:
+    """recs (a run that started from a trained base) preceded by base_run's stage-0 records."""
+    s0 = [r for r in read(base_run) if r["stage"].startswith("0")]
+    if not s0:
+        raise SystemExit(f"error: {base_run}/metrics.jsonl has no stage-0 records")
+    tok, sec = max(r["tokens"] for r in s0), max(r["elapsed"] for r in s0)
+    return s0 + [{**r, "tokens": r["tokens"] + tok, "elapsed": r["elapsed"] + sec} for r in recs]
 
 
 def curves(recs: list[dict]) -> dict[str, list[tuple[int, float]]]:
@@ -76,8 +93,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Plot a run's loss curves and print its evaluation table.")
     p.add_argument("run", type=Path, help="training output dir holding metrics.jsonl")
     p.add_argument("png", type=Path, help="where to write the PNG")
+    p.add_argument("--stage0-from", type=Path, help="a run whose stage-0 records go first (RUN started from its base)")
     a = p.parse_args()
     recs = read(a.run)
+    if a.stage0_from:
+        recs = with_stage0(recs, a.stage0_from)
     draw(curves(recs), a.png)
     print(table(recs))
 
