@@ -57,6 +57,7 @@ class Stage:
     steps: int
     lr: float
     warmup: int = 50
+    score_first: bool = True  # False: no loss on each sequence's first group (train log p(rest | first group))
 
 
 @dataclass
@@ -217,7 +218,7 @@ def train(cfg: TrainConfig) -> Path | None:
                     if diffusion:
                         loss = model(ids, attn_ratio=anneal_ratio(stage.sampler, step), generator=dgen).loss
                     else:
-                        loss = stage_loss(model, ids, g)
+                        loss = stage_loss(model, ids, g, stage.score_first)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.grad_clip:
                         acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -232,7 +233,8 @@ def train(cfg: TrainConfig) -> Path | None:
             emit({"stage": stage.name, "step": step, "loss": loss.item(), "lr": lr_at(step - 1, stage),
                   "tokens": tokens, "elapsed": round(elapsed, 1)})
             if step % cfg.eval_every == 0 or step == stage.steps:
-                ev = evaluate(acc.unwrap_model(model), eval_ids, stage.sampler, cfg.batch_size, cfg.seed)
+                ev = evaluate(acc.unwrap_model(model), eval_ids, stage.sampler, cfg.batch_size, cfg.seed,
+                              stage.score_first)
                 emit({"stage": stage.name, "step": step, "eval": ev, "tokens": tokens, "elapsed": round(elapsed, 1)})
                 bar.set_postfix(ev)
             out_of_time = cfg.max_seconds > 0 and time.time() - t_start > cfg.max_seconds

@@ -41,16 +41,26 @@ def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torc
     return g
 
 
-def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-    """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g."""
+def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True) -> torch.Tensor:
+    """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g (B, T).
+
+    score_first=False leaves out each sequence's first group, whose tokens are predicted from the
+    BOS alone: the loss is then the conditional -log p(x_rest | x_first group) per scored token,
+    which for the block-context infilling pattern is the infilling likelihood itself."""
     if g is None:
         return model(input_ids=ids, labels=ids).loss
-    return model(ids, g, labels=A3Model.default_labels(ids)).loss
+    labels = A3Model.default_labels(ids)
+    if not score_first:
+        first = g[:, 1:].min(dim=1, keepdim=True).values  # (B, 1) the group decoded first
+        labels[g == first] = -100
+    return model(ids, g, labels=labels).loss
 
 
 @torch.no_grad()
-def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int) -> dict:
-    """Held-out NLL per token under the stage's grouping (fixed seed) and, for A3, AR order."""
+def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int,
+             score_first: bool = True) -> dict:
+    """Held-out NLL per token under the stage's grouping and loss (fixed seed) and, for A3, the
+    full left-to-right NLL."""
     model.eval()
     dev = next(model.parameters()).device
     out = {}
@@ -68,7 +78,7 @@ def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed:
         for i in range(0, len(eval_ids), batch):
             ids = eval_ids[i:i + batch].to(dev)
             g = None if spec is None else grouping_batch(make_sampler(spec), len(ids), ids.shape[1], rng).to(dev)
-            tot += stage_loss(model, ids, g).item() * len(ids)
+            tot += stage_loss(model, ids, g, score_first or spec == "ar").item() * len(ids)
         out[key] = tot / len(eval_ids)
     model.train()
     return out

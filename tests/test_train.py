@@ -1,11 +1,15 @@
 """Trainer: a few-step run of a tiny config on a tiny synthetic corpus lowers the loss and resumes."""
 import json
+import random
 
 import pytest
 import torch
+from conftest import make_a3
 
 from model.a3 import A3Model
+from model.groups import make_sampler
 from model.train import Stage, TrainConfig, lr_at, train
+from model.train_steps import grouping_batch, stage_loss
 
 
 def tiny_cfg(corpus, out, stages):
@@ -87,3 +91,35 @@ def test_max_seconds_stops_resumably_and_the_rerun_finishes(corpus, tmp_path):
     assert steps == [("0-base", s) for s in range(1, 5)] + [("1-ar", s) for s in range(1, 7)], \
         f"every step exactly once across the stop and the rerun: {steps}"
     assert final is not None and (final / "config.json").is_file(), "the rerun should write final/"
+
+
+def test_conditional_loss_leaves_out_the_first_group():
+    """score_first=False: the loss is the mean exact -log p over the tokens outside each row's first
+    group (token_logprobs as the oracle); with it on, every real token counts."""
+    model = make_a3()
+    ids = torch.randint(3, 99, (3, 24))
+    ids[:, 0] = 0
+    g = grouping_batch(make_sampler("infill"), 3, 24, random.Random(1))
+    lp = model.token_logprobs(ids, g)  # (3, 24), 0 at the BOS
+    first = g[:, 1:].min(dim=1, keepdim=True).values
+    keep = (g != first)
+    keep[:, 0] = False
+    assert 0 < keep.sum() < 3 * 23, "the infilling grouping should have a visible first group and blanks"
+    with torch.no_grad():
+        cond = stage_loss(model, ids, g, score_first=False).item()
+        full = stage_loss(model, ids, g).item()
+    assert cond == pytest.approx(-(lp[keep]).sum().item() / keep.sum().item(), rel=1e-5), \
+        "the conditional loss should average -log p over the tokens after the first group only"
+    assert full == pytest.approx(-lp[:, 1:].sum().item() / (3 * 23), rel=1e-5), \
+        "the full loss should average over every token but the BOS"
+
+
+def test_stage_score_first_false_trains_and_records_it(corpus, tmp_path):
+    """A stage with score_first=False trains and is evaluated, and the flag lands in the final
+    checkpoint's recipe."""
+    stages = [Stage("0-base", "base", 5, 3e-3, 1), Stage("3-cond", "infill", 4, 3e-3, 1, score_first=False)]
+    final = train(tiny_cfg(corpus, tmp_path, stages))
+    ev = [r["eval"] for r in metrics(tmp_path) if r.get("stage") == "3-cond" and "eval" in r]
+    assert ev and {"nll", "nll_ar"} <= set(ev[-1]), f"the stage should be evaluated: {ev}"
+    recipe = A3Model.from_pretrained(final).a3_config.training["stages"]
+    assert recipe[-1]["score_first"] is False, f"the recipe should record the conditional loss: {recipe[-1]}"
