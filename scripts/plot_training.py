@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLOURS = ["#4338ca", "#db2777", "#059669", "#d97706", "#0891b2", "#7c3aed"]
+COLOURS = ["#4338ca", "#db2777", "#059669", "#d97706", "#0891b2", "#7c3aed", "#dc2626", "#65a30d"]
 
 
 def read(run: Path) -> list[dict]:

@@ -309,13 +309,29 @@ def test_diffusion_and_a3_stages_do_not_mix(corpus, tmp_path):
 
 def test_diffusion_config_matches_the_a3_budget():
     """configs/austen_tiny_diffusion.json: same model, data, batch and sequence length as the A3
-    recipe, from its stage-0 base, with as many steps as all A3 stages together."""
+    recipes, from their shared stage-0 base, with as many steps as the short A3 recipe's stages
+    (configs/austen_tiny_short.json, the budget of the equal-budget comparison)."""
     root = Path(__file__).resolve().parents[1] / "configs"
-    a3 = json.loads((root / "austen_tiny.json").read_text())
+    full = json.loads((root / "austen_tiny.json").read_text())
+    short = json.loads((root / "austen_tiny_short.json").read_text())
     d = json.loads((root / "austen_tiny_diffusion.json").read_text())
     for k in ("data_dir", "seq_len", "batch_size", "n_layer", "hidden", "n_head", "n_kv_head", "intermediate"):
-        assert d[k] == a3[k], f"{k} differs from the A3 recipe"
-    assert d["base_model"] == a3["out_dir"] + "/base", "the diffusion run must start from the A3 run's stage-0 base"
-    a3_steps = sum(s["steps"] for s in a3["stages"] if s["sampler"] != "base")
+        assert d[k] == full[k] == short[k], f"{k} differs between the A3 recipes and the diffusion one"
+    assert full["stages"][0] == short["stages"][0], "both A3 recipes share one stage 0 (assets/austen-base-tiny)"
+    assert d["base_model"] == full["out_dir"] + "/base", "the diffusion run must start from the stage-0 base"
+    a3_steps = sum(s["steps"] for s in short["stages"] if s["sampler"] != "base")
     assert sum(s["steps"] for s in d["stages"]) == a3_steps, "same token budget: as many steps as the A3 stages"
     assert all(stage_kind(s["sampler"]) == "diffusion" for s in d["stages"])
+
+
+def test_shipped_recipe_is_stage0_then_the_from_base_config():
+    """configs/austen_tiny.json (one run) is stage 0 followed by exactly the A3 stages of
+    configs/austen_tiny_infill_longest.json, the run that made assets/a3-austen-tiny from the base."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    full = json.loads((root / "austen_tiny.json").read_text())
+    from_base = json.loads((root / "austen_tiny_infill_longest.json").read_text())
+    assert full["stages"][0]["sampler"] == "base", "the one-run recipe starts with stage 0"
+    assert full["stages"][1:] == from_base["stages"], "the A3 stages must be the ones the shipped run used"
+    assert from_base["base_model"] == "assets/austen-base-tiny", "the shipped run started from the shipped base"
+    for k in ("seq_len", "batch_size", "n_layer", "hidden", "n_head", "n_kv_head", "intermediate", "data_dir"):
+        assert full[k] == from_base[k], f"{k} differs between the one-run recipe and the from-base run"
