@@ -189,6 +189,7 @@ def write_report(args, windows: list[Window], systems: list[System], records: li
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(records, systems, len(windows))
+    tokens = budget(args)
     fig = figure(rows)
     fig.write_html(str(out / "infill_rougeL_vs_passes.html"), include_plotlyjs="cdn")
     png_how = write_png(fig, rows, out / "infill_rougeL_vs_passes.png")
@@ -201,12 +202,12 @@ def write_report(args, windows: list[Window], systems: list[System], records: li
         f"- seeds: windows shuffled with seed {args.seed}; A3 `random` order seed {args.seed}; diffusion ELBO "
         f"seed {args.seed} + window index, {args.elbo_samples} samples; all decoding greedy",
         f"- models: A3 `{args.a3}`, diffusion `{args.diffusion}`, AR base `{args.base}`; training tokens "
-        f"recorded after stage 0: {json.dumps(budget(args))}",
+        f"recorded after stage 0: {json.dumps(tokens)}",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}; "
         f"PNG drawn by {png_how}", "",
         "ROUGE: F-measure x 100 (rouge-score, stemmer). NLL: nats per blanked token, summed over windows then "
         "divided by their tokens; the three kinds are different quantities (see the column).", "",
-        table(rows), "## Verdict", "", *verdict(rows, records, len(windows), budget(args)), "",
+        table(rows), "## Verdict", "", *verdict(rows, records, len(windows), tokens), "",
         "![ROUGE-L vs forward passes](infill_rougeL_vs_passes.png)", "", "## Examples", ""]
     best = {f: max((r for r in rows if r["family"] == f), key=lambda r: r["rougeL"], default=None)
             for f in ("a3", "diffusion", "ar")}

@@ -323,15 +323,3 @@ def test_diffusion_config_matches_the_a3_budget():
     assert sum(s["steps"] for s in d["stages"]) == a3_steps, "same token budget: as many steps as the A3 stages"
     assert all(stage_kind(s["sampler"]) == "diffusion" for s in d["stages"])
 
-
-def test_shipped_recipe_is_stage0_then_the_from_base_config():
-    """configs/austen_tiny.json (one run) is stage 0 followed by exactly the A3 stages of
-    configs/austen_tiny_infill_longest.json, the run that made assets/a3-austen-tiny from the base."""
-    root = Path(__file__).resolve().parents[1] / "configs"
-    full = json.loads((root / "austen_tiny.json").read_text())
-    from_base = json.loads((root / "austen_tiny_infill_longest.json").read_text())
-    assert full["stages"][0]["sampler"] == "base", "the one-run recipe starts with stage 0"
-    assert full["stages"][1:] == from_base["stages"], "the A3 stages must be the ones the shipped run used"
-    assert from_base["base_model"] == "assets/austen-base-tiny", "the shipped run started from the shipped base"
-    for k in ("seq_len", "batch_size", "n_layer", "hidden", "n_head", "n_kv_head", "intermediate", "data_dir"):
-        assert full[k] == from_base[k], f"{k} differs between the one-run recipe and the from-base run"
