@@ -53,7 +53,7 @@ def a3_section(path: Path) -> dict | None:
 
 def base_available(a3: dict) -> bool:
     """False only for an adapter over the SmolLM2 base when that base is not converted yet."""
-    from model import smollm
+    from model.backbones import smollm
 
     return a3.get("base_model") != smollm.REF or smollm.is_converted(smollm.base_dir())
 
@@ -105,7 +105,7 @@ def fallback_tokenizer():
 
     if (AUSTEN_TOKENIZER / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(str(AUSTEN_TOKENIZER))
-    from model.data import train_tokenizer
+    from model.corpus.austen import train_tokenizer
     return train_tokenizer(example_texts() or ["The cat sat on the mat."], vocab_size=600)
 
 
@@ -114,7 +114,7 @@ def write_random_checkpoint(out_dir: str | Path, tokenizer=None, hidden: int = 6
     """Save an untrained A3 checkpoint (a LLaMA backbone of `layers` x `hidden`) with a tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model.a3 import A3Model
+    from model.core.a3 import A3Model
 
     tok = tokenizer or fallback_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate or hidden * 2 + hidden // 2,
@@ -152,7 +152,7 @@ def load(key: str):
     """(model, tokenizer) for a menu key (a checkpoint path), loaded once and shared."""
     with _LOCK:
         if key not in _LOADED:
-            from model.lora import load_a3
+            from model.backbones.lora import load_a3
 
             path = Path(key)
             if a3_section(path) is None:

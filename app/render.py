@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from model.infill import Blank, Segment
+from model.core.infill import Blank, Segment
 
 PENDING = "blank"  # label of a token still to be generated
 PENDING_CHAR = "\u2581"  # ▁ one per pending token, so a blank's length is visible

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from model.decode import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig, decode
-from model.groups import group_ids_from_order
-from model.infill import (Blank, custom_groups, encode_segments, parse_custom_order, parse_template)
-from model.sampling import SamplingConfig
+from model.core.decode import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig, decode
+from model.core.groups import group_ids_from_order
+from model.core.infill import (Blank, custom_groups, encode_segments, parse_custom_order, parse_template)
+from model.core.sampling import SamplingConfig
 
 from . import models
 

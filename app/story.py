@@ -20,7 +20,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from model.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence,
+from model.core.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence,
                           blanks_of, clean_text, encode_segments, format_template, merge_text,
                           parse_custom_order, parse_template, token_counter)
 

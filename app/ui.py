@@ -15,7 +15,7 @@ import time
 
 import gradio as gr
 
-from model.decode import DYNAMIC_ORDERS
+from model.core.decode import DYNAMIC_ORDERS
 
 from . import compare_tab, figures, models, record, render, runner, story
 from .runs import (execute, load_examples, prepare_run, preview, save_run, stats_table, step_delay,

@@ -19,9 +19,9 @@ try:
             time.sleep(0.05)
     ready = time.perf_counter() - t0
     from gradio_client import Client
-    from model.a3 import load_tokenizer
+    from model.core.a3 import load_tokenizer
     from app.models import available_models
-    from model.infill import parse_template, encode_segments
+    from model.core.infill import parse_template, encode_segments
     key = available_models()[0].key
     tok = load_tokenizer(key)
     ids = tok.encode(open(ROOT / "assets/examples/04-a-change-of-plans.txt").read(), add_special_tokens=False)

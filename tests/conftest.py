@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from model.a3 import A3Model
+from model.core.a3 import A3Model
 
 BACKBONES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 SHARP = 0.3  # initializer_range of the test models (see the module docstring)
@@ -92,7 +92,7 @@ def synthetic_lines(n: int, seed: int = 0) -> list[str]:
 
 def write_corpus(d, n_lines: int = 400, n_train: int = 360, vocab_size: int = 300):
     """Lay out what `python -m model.data prepare` writes, on synthetic text; returns (d, lines)."""
-    from model.data import train_tokenizer
+    from model.corpus.austen import train_tokenizer
 
     lines = synthetic_lines(n_lines)
     d.mkdir(parents=True, exist_ok=True)

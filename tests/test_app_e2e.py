@@ -13,7 +13,7 @@ import torch
 from gradio_client import Client
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from model.a3 import A3Model
+from model.core.a3 import A3Model
 
 CONTEXT = 256  # the example stories are ~170 tokens with the small test tokenizer
 STORY = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
@@ -30,7 +30,7 @@ def free_port() -> int:
 def write_tiny_checkpoint(path, tok=None):
     """A tiny untrained A3 checkpoint, by default with a BPE trained on the example stories."""
     from app.models import example_texts
-    from model.data import train_tokenizer
+    from model.corpus.austen import train_tokenizer
 
     tok = tok or train_tokenizer(example_texts(), vocab_size=500)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,

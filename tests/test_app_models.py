@@ -3,7 +3,7 @@ its label saying what to run when its base has not been fetched (no network in t
 from pathlib import Path
 
 from app import models
-from model import smollm
+from model.backbones import smollm
 
 
 def test_menu_offers_the_shipped_model_first_and_the_smollm2_adapter(monkeypatch, tmp_path):

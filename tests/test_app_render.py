@@ -8,10 +8,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from app import figures, record, render, runner, story
-from model.a3 import A3Model
-from model.data import train_tokenizer
-from model.decode import decode
-from model.infill import Blank, encode_segments, parse_template
+from model.core.a3 import A3Model
+from model.corpus.austen import train_tokenizer
+from model.core.decode import decode
+from model.core.infill import Blank, encode_segments, parse_template
 
 TEXT = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
 

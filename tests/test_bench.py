@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from model import bench
+from model.evaluation import bench
 
 N, L = 4, 16
 TINY = dict(preset="test", blank=N, context=L, repeats=1)

@@ -13,7 +13,7 @@ import zlib
 import pytest
 import torch
 
-from model import data, rdata
+from model.corpus import austen as data, rdata
 
 
 # -----------------------------------------------------------------------------

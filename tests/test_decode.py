@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from model.decode import DYNAMIC_ORDERS, FIXED_ORDERS, STRATEGIES, DecodeConfig, decode, run
-from model.sampling import SamplingConfig
+from model.core.decode import DYNAMIC_ORDERS, FIXED_ORDERS, STRATEGIES, DecodeConfig, decode, run
+from model.core.sampling import SamplingConfig
 
 T = 17
 BLANKS = [3, 4, 5, 9, 10, 11, 12, 15]  # three spans, one ending next to the last token

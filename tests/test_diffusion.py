@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.diffusion import DiffusionLM
-from model.train import Stage, TrainConfig, anneal_ratio, stage_kind, train
+from model.baselines.diffusion import DiffusionLM
+from model.training.loop import Stage, TrainConfig, anneal_ratio, stage_kind, train
 
 MASK = 3  # <mask> in the project tokenizers; the tiny test models keep 0-2 for BOS / EOS / PAD
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from model.a3 import A3Model
-from model.data import train_tokenizer
-from model.diffusion import DiffusionLM
-from model.eval import (all_systems, main, make_windows, paired, select_systems, split_sentences, summarize,
+from model.core.a3 import A3Model
+from model.corpus.austen import train_tokenizer
+from model.baselines.diffusion import DiffusionLM
+from model.evaluation.infilling import (all_systems, main, make_windows, paired, select_systems, split_sentences, summarize,
                         verdict)
 
 WORDS = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from model.groups import (BOS_GROUP, PAD_GROUP, SAMPLERS, fixed_order, group_ids_from_order, group_mask,
+from model.core.groups import (BOS_GROUP, PAD_GROUP, SAMPLERS, fixed_order, group_ids_from_order, group_mask,
                           make_sampler, prepare_group_ids, spans_of)
 
 BLANKS = [3, 4, 5, 9, 10]

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from model.infill import (Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence, blanks_of,
+from model.core.infill import (Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence, blanks_of,
                           clean_text, custom_groups, encode_segments, format_template, parse_custom_order,
                           parse_template, sentence_spans, token_counter)
 
@@ -13,7 +13,7 @@ STORY = ("It was a fine morning. Elizabeth walked to the village! Did she see Mr
 
 @pytest.fixture(scope="module")
 def tok():
-    from model.data import train_tokenizer
+    from model.corpus.austen import train_tokenizer
     return train_tokenizer([STORY, "The cat sat on the mat. The dog sat on the log."] * 3, vocab_size=300)
 
 

@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-from model.a3 import W_KEY, A3Model
-from model.data import train_tokenizer
-from model.decode import DecodeConfig, run
-from model.lora import ADAPTER, add_lora, adapter_section, is_adapter, load_a3, load_adapter, merge_lora, save_adapter
-from model.train import Stage, TrainConfig, train
+from model.core.a3 import W_KEY, A3Model
+from model.corpus.austen import train_tokenizer
+from model.core.decode import DecodeConfig, run
+from model.backbones.lora import ADAPTER, add_lora, adapter_section, is_adapter, load_a3, load_adapter, merge_lora, save_adapter
+from model.training.loop import Stage, TrainConfig, train
 
 from conftest import make_a3, make_base, write_corpus
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from model.a3 import A3Model
-from model.data import load_packed
-from model.groups import group_ids_from_order
-from model.lora import add_lora, save_adapter
-from model.metrics import main
+from model.core.a3 import A3Model
+from model.corpus.austen import load_packed
+from model.core.groups import group_ids_from_order
+from model.backbones.lora import add_lora, save_adapter
+from model.evaluation.metrics import main
 
 from conftest import make_base, write_corpus
 
@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     """(corpus dir, base dir, A3 dir, adapter dir, tokenizer) on one tiny random backbone."""
     d = tmp_path_factory.mktemp("metrics")
     corpus, _ = write_corpus(d / "corpus", n_lines=200, n_train=150, vocab_size=280)
-    from model.data import load_tokenizer
+    from model.corpus.austen import load_tokenizer
     tok = load_tokenizer(corpus)
     base = make_base(vocab_size=len(tok), tie_word_embeddings=True)
     base.save_pretrained(d / "base")

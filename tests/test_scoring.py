@@ -10,7 +10,7 @@ import itertools
 import pytest
 import torch
 
-from model.a3 import A3Model
+from model.core.a3 import A3Model
 
 VOCAB, N = 5, 3  # every sequence BOS + 3 tokens over a 5-token vocabulary: 125 sequences
 GROUPINGS = {

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from model import smollm
-from model.a3 import A3Model
-from model.data import train_tokenizer
+from model.backbones import smollm
+from model.core.a3 import A3Model
+from model.corpus.austen import train_tokenizer
 
 from conftest import make_base
 

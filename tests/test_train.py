@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import make_a3
 
-from model.a3 import A3Model
-from model.groups import make_sampler
-from model.train import Stage, TrainConfig, lr_at, train
-from model.train_steps import grouping_batch, stage_loss
+from model.core.a3 import A3Model
+from model.core.groups import make_sampler
+from model.training.loop import Stage, TrainConfig, lr_at, train
+from model.training.steps import grouping_batch, stage_loss
 
 
 def tiny_cfg(corpus, out, stages):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from model.a3 import A3Model
+from model.core.a3 import A3Model
 
 # a grouping of 12 real tokens with groups of mixed sizes (1, 2, 3, 4) in a non-monotone order;
 # position 0 is the BOS (its id is replaced by the model, any value works)
@@ -233,7 +233,7 @@ def test_padding_is_invisible(a3):
 def test_no_query_row_is_fully_masked(a3):
     """Every query row, the BOS's included, attends to at least one key: an all-masked row gives
     NaN in some attention kernels (and NaN * 0 in backward), so the BOS row must see the BOS."""
-    import model.two_stream as ts
+    import model.core.two_stream as ts
     seen = []
     real_sdpa = ts.F.scaled_dot_product_attention
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from model.a3 import A3Model
-from model.decode import DecodeConfig, run
-from model.sampling import SamplingConfig
+from model.core.a3 import A3Model
+from model.core.decode import DecodeConfig, run
+from model.core.sampling import SamplingConfig
 
 IDS = [0, 11, 12, 13, 14, 15, 16]
 MASK = [False, False, True, True, False, True, False]  # blanks 2, 3, 5

@@ -43,8 +43,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .a3 import read_config, write_config_section
-from .sampling import Sampler, SamplingConfig
+from model.core.a3 import read_config, write_config_section
+from model.core.sampling import Sampler, SamplingConfig
 
 
 @dataclass

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import smollm
-from .a3 import W_KEY, A3Config, A3Model
+from model.core.a3 import W_KEY, A3Config, A3Model
 
 ADAPTER = "adapter.safetensors"
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -168,7 +168,7 @@ def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: boo
 
 def load_a3(ckpt_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """(model, tokenizer) for any A3 checkpoint: an adapter (merged) or a full one."""
-    from .a3 import load_tokenizer
+    from model.core.a3 import load_tokenizer
 
     if adapter_section(ckpt_dir) is not None:
         model = load_adapter(ckpt_dir, dtype=dtype, device=device)

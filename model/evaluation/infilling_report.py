@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .eval import System, Window
+    from .infilling import System, Window
 
 # the evaluated A3 orders and ROUGE variants; model.eval imports them from here
 STRATEGIES = ("left_to_right", "right_to_left", "random", "outside_in", "confidence", "margin", "entropy")

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from .a3 import A3Model
-from .groups import make_sampler
-from .lora import is_adapter, save_adapter
+from model.core.a3 import A3Model
+from model.core.groups import make_sampler
+from model.backbones.lora import is_adapter, save_adapter
 
 
 def stage_kind(spec: str) -> str:

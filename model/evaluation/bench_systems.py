@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .decode import DecodeConfig, decode
+from model.core.decode import DecodeConfig, decode
 
 
 @dataclass(frozen=True)

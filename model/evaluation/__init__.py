@@ -1,0 +1,1 @@
+"""Measuring models: infilling evaluation and its report, likelihood metrics, the speed benchmark."""

@@ -1,0 +1,297 @@
+"""Sentence infilling on held-out Austen: A3 vs the masked-diffusion baseline vs the AR base.
+
+    python -m model.eval --a3 runs/a3-austen-tiny/final --diffusion runs/diffusion-austen-tiny/final \\
+        --base runs/a3-austen-tiny/base --windows 500 --out docs/eval
+    python -m model.eval ... --windows 20 --systems 'a3-confidence-*,diffusion-*,ar'   # a quick look
+
+The paper's Table 1 in miniature, in the ROCStories protocol (DiffuLLaMA's): five consecutive
+sentences, the middle one blanked at its true token length, the other four given; ROUGE-1/2/L
+F-measure x 100 (rouge-score, Porter stemmer) of the generated sentence against the original.
+
+Windows: paragraphs of data/austen/eval.txt (unseen in training) are split into sentences with
+model.infill.sentence_spans (a sentence ends at . ! ? and closing quotes, "Mr." and the like do
+not end one, nor does '"Oh!" said she.'). A window is five consecutive sentences of ONE paragraph
+(windows of a paragraph overlap; every window blanks a different sentence). Kept: windows of at
+most 256 tokens with the BOS (the training length) whose middle sentence has 5 to 64 tokens.
+The kept windows are shuffled with `--seed`; `--windows N` takes the first N, so a short run is a
+prefix of the full one. Sequence: BOS + s1 s2 + [blank: " s3"] + " s4 s5" (the blank owns its
+leading space, as in model.infill).
+
+Systems (all greedy; `--systems` takes comma-separated fnmatch patterns of the keys):
+  a3-{strategy}-{k}   model.decode.run, context = one visible block, strategy in STRATEGIES below,
+                      group size / tokens per step k in 1, 2, 4: ceil(L/k) forward passes
+  diffusion-{k}       DiffusionLM.infill with steps = ceil(L/k): the same number of forward
+                      passes as A3 at group size k (each one a full bidirectional forward)
+  ar                  the AR base's `generate` from BOS + s1 s2 alone, exactly L tokens: L passes
+Likelihood of the original blanked sentence (nats per token; the kinds differ, the table says which):
+  a3         group-factorized NLL under the grouping the run realised (the reference tokens scored
+             in that run's order and groups; exact likelihood at k = 1)
+  diffusion  the Monte-Carlo ELBO bound (>= NLL) of the blanks given the four sentences
+  ar         exact NLL, left context only
+Cost: forward passes and wall milliseconds per infill (model calls only, one CPU thread by default).
+
+Every (window, system) result is appended to WORK/records.jsonl as it is made, so an interrupted
+run resumes where it stopped. The report (OUT/infill.md, OUT/infill_rougeL_vs_passes.html and .png)
+is rebuilt from the records at the end, or alone with `--report-only`; it is written by
+model.eval_report, whose names (summarize, paired, verdict, table, ...) model.eval re-exports.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .infilling_report import (NLL_KIND, ROUGE, STRATEGIES, budget, figure, paired, series, summarize, table, verdict,
+                          write_png, write_report)
+
+GROUP_SIZES = (1, 2, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# windows
+
+
+@dataclass
+class Window:
+    index: int  # position in the shuffled list (the record key)
+    paragraph: int  # line of eval.txt
+    sentence: int  # first sentence of the window in its paragraph
+    sentences: list[str]  # the five sentences; [2] is blanked
+    input_ids: list[int]  # BOS + tokens; blank positions hold the tokenizer's mask id
+    blank: list[int]  # positions of the middle sentence
+    reference_ids: list[int]  # its true tokens
+
+    @property
+    def reference(self) -> str:
+        return self.sentences[2]
+
+    def blank_mask(self) -> list[bool]:
+        blank = set(self.blank)
+        return [i in blank for i in range(len(self.input_ids))]
+
+    def reference_sequence(self) -> list[int]:
+        """input_ids with the original sentence in the blank."""
+        ids = list(self.input_ids)
+        for p, t in zip(self.blank, self.reference_ids):
+            ids[p] = t
+        return ids
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    from model.core.infill import sentence_spans
+    return [paragraph[a:b] for a, b in sentence_spans(paragraph)]
+
+
+def make_windows(paragraphs: list[str], tokenizer, n: int | None = None, seed: int = 0,
+                 max_len: int = 256, blank_len: tuple[int, int] = (5, 64)) -> list[Window]:
+    """All kept five-sentence windows (module docstring), shuffled with `seed`; the first n."""
+    import random
+    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
+    fill = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
+    out = []
+    for pi, para in enumerate(paragraphs):
+        sents = split_sentences(para)
+        for si in range(len(sents) - 4):
+            s = sents[si:si + 5]
+            left, mid, right = enc(" ".join(s[:2])), enc(" " + s[2]), enc(" " + " ".join(s[3:]))
+            T = 1 + len(left) + len(mid) + len(right)
+            if T > max_len or not blank_len[0] <= len(mid) <= blank_len[1]:
+                continue
+            start = 1 + len(left)
+            ids = [tokenizer.bos_token_id] + left + [fill] * len(mid) + right
+            out.append(Window(-1, pi, si, s, ids, list(range(start, start + len(mid))), mid))
+    random.Random(seed).shuffle(out)
+    out = out[:n] if n else out
+    for i, w in enumerate(out):
+        w.index = i
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# systems
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    family: str  # "a3" | "diffusion" | "ar"
+    strategy: str = ""  # A3 only
+    k: int = 1  # A3: group size / tokens per step; diffusion: steps = ceil(L / k)
+
+
+def all_systems() -> list[System]:
+    a3 = [System(f"a3-{s}-{k}", "a3", s, k) for s in STRATEGIES for k in GROUP_SIZES]
+    return a3 + [System(f"diffusion-{k}", "diffusion", "confidence", k) for k in GROUP_SIZES] + [System("ar", "ar")]
+
+
+def select_systems(patterns: str) -> list[System]:
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [s for s in all_systems() if any(fnmatch.fnmatch(s.key, p) for p in pats)]
+    if not chosen:
+        keys = ", ".join(s.key for s in all_systems())
+        raise SystemExit(f"error: --systems {patterns!r} matches no system; keys are: {keys}")
+    return chosen
+
+
+def run_a3(model, win: Window, sys_: System, seed: int) -> tuple[list[int], int, float, float]:
+    """(generated ids, forward passes, seconds, NLL of the reference under the run's grouping)."""
+    from model.core.decode import DecodeConfig, run
+    from model.core.sampling import SamplingConfig
+    cfg = DecodeConfig(strategy=sys_.strategy, group_size=sys_.k, n_alternatives=0,
+                       sampling=SamplingConfig(seed=seed))  # greedy; the seed fixes `random`'s order
+    t0 = time.perf_counter()
+    trace = run(model, win.input_ids, win.blank_mask(), cfg)
+    secs = time.perf_counter() - t0
+    out = trace.output_ids
+    ref = torch.tensor(win.reference_sequence())
+    lp = model.token_logprobs(ref[None].to(model.device), trace.group_ids(cfg.context)[None].to(model.device))[0]
+    return [out[p] for p in win.blank], trace.steps[-1].forward_passes, secs, -lp[win.blank].sum().item()
+
+
+def run_diffusion(model, win: Window, sys_: System) -> tuple[list[int], int, float]:
+    res = model.infill(win.input_ids, win.blank_mask(), steps=math.ceil(len(win.blank) / sys_.k))
+    return [res.output_ids[p] for p in win.blank], res.forward_passes, res.seconds
+
+
+@torch.no_grad()
+def run_ar(base, win: Window) -> tuple[list[int], int, float, float]:
+    """Greedy `generate` of exactly L tokens from BOS + left context; its exact left-context NLL."""
+    from transformers import GenerationConfig
+    L, start = len(win.blank), win.blank[0]
+    dev = base.device
+    prompt = torch.tensor([win.input_ids[:start]], device=dev)
+    gcfg = GenerationConfig(max_new_tokens=L, min_new_tokens=L, do_sample=False, use_cache=True,
+                            eos_token_id=None, pad_token_id=0, bos_token_id=win.input_ids[0])
+    t0 = time.perf_counter()
+    out = base.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gcfg)
+    secs = time.perf_counter() - t0
+    full = torch.tensor([win.input_ids[:start] + win.reference_ids], device=dev)
+    logp = torch.log_softmax(base(input_ids=full).logits[0, start - 1:-1].float(), -1)
+    nll = -logp.gather(-1, full[0, start:, None]).sum().item()
+    return out[0, start:].tolist(), L, secs, nll
+
+
+def rouge(scorer, reference: str, hypothesis: str) -> dict:
+    s = scorer.score(reference, hypothesis)
+    return {k: 100 * s[k].fmeasure for k in ROUGE}
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def load_models(args, systems):
+    fams = {s.family for s in systems}
+    models = {}
+    if "a3" in fams:
+        from model.core.a3 import A3Model
+        models["a3"] = A3Model.from_pretrained(args.a3)
+    if "diffusion" in fams:
+        from model.baselines.diffusion import DiffusionLM
+        models["diffusion"] = DiffusionLM.from_pretrained(args.diffusion)
+    if "ar" in fams:
+        from transformers import AutoModelForCausalLM
+        models["ar"] = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).eval()
+    return models
+
+
+
+
+def evaluate(args, windows: list[Window], systems: list[System], tokenizer, records_path: Path) -> None:
+    """Run every (window, system) pair not yet in records_path, appending one record each."""
+    from rouge_score.rouge_scorer import RougeScorer
+    scorer = RougeScorer(list(ROUGE), use_stemmer=True)
+    done = {(r["window"], r["system"]) for r in read_records(records_path)}
+    todo = [(w, s) for w in windows for s in systems if (w.index, s.key) not in done]
+    models = load_models(args, systems) if todo else {}
+    if "diffusion" in models and tokenizer.mask_token_id != models["diffusion"].mask_id:
+        raise SystemExit("error: the diffusion model's mask id differs from the tokenizer's <mask>")
+    elbo = {}
+    t_start = time.time()
+    with open(records_path, "a") as f:
+        for n, (w, s) in enumerate(todo):
+            if s.family == "a3":
+                hyp, passes, secs, nll = run_a3(models["a3"], w, s, args.seed)
+            elif s.family == "diffusion":
+                hyp, passes, secs = run_diffusion(models["diffusion"], w, s)
+                if w.index not in elbo:  # one bound per window, shared by the k settings
+                    elbo[w.index] = models["diffusion"].elbo_nll(
+                        torch.tensor([w.reference_sequence()]), torch.tensor([w.blank_mask()]),
+                        args.elbo_samples, seed=args.seed + w.index).item()
+                nll = elbo[w.index]
+            else:
+                hyp, passes, secs, nll = run_ar(models["ar"], w)
+            text = tokenizer.decode(hyp, skip_special_tokens=True).strip()
+            rec = {"window": w.index, "system": s.key, "hyp": text, "passes": passes, "seconds": secs,
+                   "nll": nll, "tokens": len(w.blank), **rouge(scorer, w.reference, text)}
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            if args.progress and (n + 1) % args.progress == 0:
+                rate = (time.time() - t_start) / (n + 1)
+                print(f"{n + 1}/{len(todo)} done, {rate * (len(todo) - n - 1) / 60:.1f} min left", file=sys.stderr)
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--a3", default="runs/a3-austen-tiny/final", help="A3 checkpoint directory")
+    p.add_argument("--diffusion", default="runs/diffusion-austen-tiny/final", help="DiffusionLM checkpoint directory")
+    p.add_argument("--base", default="runs/a3-austen-tiny/base", help="the AR base (stage 0) checkpoint")
+    p.add_argument("--data", default="data/austen", help="prepared corpus: eval.txt and tokenizer/")
+    p.add_argument("--windows", type=int, default=500, help="number of windows (the first N after shuffling)")
+    p.add_argument("--systems", default="*", help="comma-separated fnmatch patterns of system keys, e.g. 'a3-*-1,ar'")
+    p.add_argument("--seed", type=int, default=0, help="window shuffle, A3 random order and ELBO seed")
+    p.add_argument("--elbo-samples", type=int, default=8, help="Monte-Carlo samples of the diffusion ELBO per window")
+    p.add_argument("--out", default="docs/eval", help="report directory (infill.md, plot .html/.png)")
+    p.add_argument("--work", default="runs/eval-austen-tiny", help="records.jsonl lives here (resumable)")
+    p.add_argument("--fresh", action="store_true", help="discard earlier records in --work")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (one is fastest for a tiny model)")
+    p.add_argument("--progress", type=int, default=50, help="print progress every N infills (0: quiet)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from model.corpus.austen import load_split, load_tokenizer
+    tokenizer = load_tokenizer(args.data)
+    windows = make_windows(load_split(args.data, "eval"), tokenizer, args.windows, args.seed)
+    if len(windows) < args.windows:
+        print(f"note: only {len(windows)} windows qualify; using all of them", file=sys.stderr)
+    systems = select_systems(args.systems)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    records_path, run_path = work / "records.jsonl", work / "run.json"
+    ident = {k: getattr(args, k) for k in ("a3", "diffusion", "base", "data", "seed", "elbo_samples")}
+    if args.fresh:
+        records_path.unlink(missing_ok=True)
+    if records_path.is_file() and run_path.is_file() and json.loads(run_path.read_text()) != ident:
+        raise SystemExit(f"error: {records_path} holds records of another setup ({run_path}); "
+                         "pass --fresh to discard them or another --work")
+    run_path.write_text(json.dumps(ident, indent=2))
+    if not args.report_only:
+        evaluate(args, windows, systems, tokenizer, records_path)
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--fresh")]
+    command = "python -m model.eval " + " ".join(shlex.quote(a) for a in given)
+    path = write_report(args, windows, systems, read_records(records_path), command)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Window", "System", "split_sentences", "make_windows", "all_systems", "select_systems",
+           "summarize", "table", "verdict", "main",
+           # re-exported from model.eval_report
+           "NLL_KIND", "budget", "figure", "paired", "series", "write_png", "write_report"]

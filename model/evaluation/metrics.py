@@ -1,0 +1,136 @@
+"""Held-out likelihood metrics of an A3 checkpoint against its AR base (the model card's numbers).
+
+    python -m model.metrics --model assets/a3-austen-tiny --base assets/austen-base-tiny
+    python -m model.metrics --model assets/a3-smollm2-lora --base smollm2-135m-gguf   # an adapter
+
+On packed rows of the held-out split (BOS + seq_len-1 tokens), all per-token NLL in nats:
+- base_ar:            the base causal LM, left to right
+- a3_ar:              A3, singleton groups left to right (exact likelihood; target: within 5% of base_ar)
+- a3_random:          A3, singleton groups in a random order (exact)
+- a3_group{2,4,8}:    A3, contiguous groups of that size left to right (group-factorized)
+- infill_a3 / infill_base_left: one blanked span of 5-20 tokens per row; A3 sees both sides (visible
+  text = group 0, the span left to right after it: exact for the span), the base only the left side
+- word_top1_a3 / word_top1_base_left: one single-token word per row; top-1 accuracy of A3 seeing
+  both sides vs the base seeing the left side
+Everything is seeded, so two runs on the same checkpoint print the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import torch
+from model.core.a3 import A3Model
+from model.corpus.austen import load_packed
+from model.core.groups import group_ids_from_order, sample_contiguous, sample_random_groups
+from model.backbones.lora import load_a3, resolve_base
+
+
+def _a3_nll(model, rows, grouping, batch: int) -> float:
+    tot, n = 0.0, 0
+    for i in range(0, len(rows), batch):
+        ids = rows[i:i + batch]
+        g = torch.stack([grouping(ids.shape[1]) for _ in range(len(ids))]).to(ids.device)
+        lp = model.token_logprobs(ids, g)
+        tot -= lp[:, 1:].sum().item()
+        n += lp[:, 1:].numel()
+    return tot / n
+
+
+@torch.no_grad()
+def _base_logprobs(base, ids) -> torch.Tensor:
+    """(B, T) log p(x_t | x_<t) from the causal LM; 0 at position 0."""
+    logits = base(input_ids=ids).logits.float()
+    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
+
+
+def word_positions(tokenizer, row: list[int]) -> list[int]:
+    """Positions holding a whole word in one token: ' word' followed by a token starting a new word."""
+    text = tokenizer.convert_ids_to_tokens(row)
+    out = []
+    for i in range(1, len(row) - 1):
+        t, nxt = text[i], text[i + 1]
+        if t.startswith("Ġ") and t[1:].isalpha() and len(t) > 2 and not nxt[:1].isalpha():
+            out.append(i)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 16, seed: int = 0) -> dict:
+    model.eval()
+    base.eval()
+    T = rows.shape[1]
+    rng = random.Random(seed)
+    res = {"rows": len(rows), "seq_len": T}
+    res["base_ar"] = -_base_logprobs(base, rows)[:, 1:].mean().item()
+    res["a3_ar"] = _a3_nll(model, rows, lambda t: torch.arange(t), batch)
+    res["a3_random"] = _a3_nll(model, rows, lambda t: torch.cat(
+        [torch.zeros(1, dtype=torch.long), sample_random_groups(t - 1, rng, 1, 1)]), batch)
+    for s in (2, 4, 8):
+        res[f"a3_group{s}"] = _a3_nll(model, rows, lambda t, s=s: torch.cat(
+            [torch.zeros(1, dtype=torch.long), sample_contiguous(t - 1, rng, s)]), batch)
+    # infilling: one span of 5-20 tokens per row, away from the edges
+    a3_tot = base_tot = 0.0
+    n_tok = 0
+    for i in range(len(rows)):
+        L = rng.randint(5, 20)
+        start = rng.randint(T // 4, 3 * T // 4 - L)
+        span = list(range(start, start + L))
+        visible = [p for p in range(T) if p < start or p >= start + L]
+        g = group_ids_from_order(T, visible, [[p] for p in span])
+        lp = model.token_logprobs(rows[i:i + 1], g[None].to(rows.device))[0]
+        a3_tot -= lp[span].sum().item()
+        base_tot -= _base_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
+        n_tok += L
+    res["infill_a3"], res["infill_base_left"] = a3_tot / n_tok, base_tot / n_tok
+    # single masked word
+    hits_a3 = hits_base = n_words = 0
+    for i in range(len(rows)):
+        cands = word_positions(tokenizer, rows[i].tolist())
+        cands = [p for p in cands if p > T // 8]
+        if not cands:
+            continue
+        p = rng.choice(cands)
+        g = group_ids_from_order(T, [q for q in range(T) if q != p], [[p]])
+        logits = model(rows[i:i + 1], g[None].to(rows.device)).logits[0, p]
+        hits_a3 += int(logits.argmax().item() == rows[i, p].item())
+        blogits = base(input_ids=rows[i:i + 1, :p]).logits[0, -1]
+        hits_base += int(blogits.argmax().item() == rows[i, p].item())
+        n_words += 1
+    res["words"] = n_words
+    res["word_top1_a3"], res["word_top1_base_left"] = hits_a3 / max(1, n_words), hits_base / max(1, n_words)
+    res["a3_ar_vs_base"] = res["a3_ar"] / res["base_ar"] - 1
+    res["infill_gain"] = 1 - res["infill_a3"] / res["infill_base_left"]
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Held-out likelihood metrics of an A3 checkpoint vs its AR base.")
+    p.add_argument("--model", default="assets/a3-austen-tiny", help="A3 checkpoint directory")
+    p.add_argument("--base", default="assets/austen-base-tiny",
+                   help="the AR base checkpoint it was adapted from, or smollm2-135m-gguf (the converted SmolLM2)")
+    p.add_argument("--data", default="data/austen", help="prepared corpus (python -m model.data prepare)")
+    p.add_argument("--rows", type=int, default=128, help="held-out rows to use (from the start of eval)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per row, BOS included")
+    p.add_argument("--seed", type=int, default=0, help="seed for orders, spans and words")
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
+    a = p.parse_args(argv)
+    if a.seq_len < 48 or a.rows < 1:
+        p.error(f"--seq-len must be at least 48 (the 5-20 token spans sit in the middle half of a row) and "
+                f"--rows at least 1; got --seq-len {a.seq_len} --rows {a.rows}")
+    model, tok = load_a3(a.model, device=a.device)
+    base = resolve_base(a.base).to(a.device).eval()
+    rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)
+    res = evaluate(model, base, tok, rows, seed=a.seed)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

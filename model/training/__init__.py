@@ -1,0 +1,1 @@
+"""Progressive adaptation: the training loop and the pieces of one step."""
