@@ -9,8 +9,10 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from . import figures, render, runner
-from .runs import execute, prepare_run, preview, step_delay
+from . import figures, render
+from .compute import execute
+from .request import LIMITS, prepare_run
+from .run_events import preview, step_delay
 from .texts import STRATEGY_CHOICES, error_md, failure_md
 
 
@@ -34,8 +36,8 @@ def build_layout() -> CompareTab:
                 with gr.Column():
                     s_dd = gr.Dropdown(STRATEGY_CHOICES, value=strat, label=f"Order {name}",
                                        elem_id=f"cmp-strategy-{name}")
-                    s_gs = gr.Slider(*runner.LIMITS["group_size"], value=1, step=1, label="Group size / k")
-                    s_thr = gr.Slider(*runner.LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
+                    s_gs = gr.Slider(*LIMITS["group_size"], value=1, step=1, label="Group size / k")
+                    s_thr = gr.Slider(*LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
                     s_co = gr.Textbox("", label="Custom order", placeholder="2 1 3")
                     s_cap = gr.Markdown("", elem_classes=["caption"])
                     s_ht = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=False,

@@ -1,4 +1,4 @@
-"""Pure plotly figures of a run record (record.py). No Gradio, no model.
+"""Pure plotly figures of a run record (run_file.py). No Gradio, no model.
 
     order_figure(rec, k)   decoding-order map: which step filled which position (steps after k
                            greyed out, so the replay slider can scrub through it)

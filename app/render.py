@@ -1,4 +1,4 @@
-"""Pure formatters: a run record (record.py) -> what the page shows as text. No Gradio, no model.
+"""Pure formatters: a run record (run_file.py) -> what the page shows as text. No Gradio, no model.
 
     frame_spans(rec, k)   (text, label) pairs for gr.HighlightedText after k steps
     caption(rec, k)       the step counter line
@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 
 from model.core.infill import Blank, Segment
+
+from .run_file import trace_of
 
 PENDING = "blank"  # label of a token still to be generated
 PENDING_CHAR = "\u2581"  # ▁ one per pending token, so a blank's length is visible
@@ -95,13 +97,6 @@ def filled_text(rec: dict, k: int | None = None) -> str:
     return "".join(t for t, _ in frame_spans(rec, k))
 
 
-def blank_fills(rec: dict) -> list[str]:
-    """What the model wrote into each blank, in text order."""
-    done = _committed(rec, None)
-    return ["".join(done[p][0] if p in done else PENDING_CHAR for p in piece["positions"])
-            for piece in rec["layout"] if piece["kind"] == "blank"]
-
-
 def _fmt(x, spec: str, none: str = "–") -> str:
     return none if x is None else format(x, spec)
 
@@ -109,7 +104,7 @@ def _fmt(x, spec: str, none: str = "–") -> str:
 def stats_rows(rec: dict) -> list[tuple[str, str]]:
     """(name, value) rows: speed and likelihood of one run (How it works explains the two log p)."""
     st = rec["stats"]
-    exact = all(len(s["positions"]) == 1 for s in rec["steps"])
+    exact = trace_of(rec).exact
     return [
         ("order", strategy_label(rec["settings"])),
         ("steps", str(len(rec["steps"]))),

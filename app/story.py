@@ -25,7 +25,7 @@ from model.core.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction
                           parse_custom_order, parse_template, token_counter)
 
 from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
-from .runner import MAX_CHARS
+from .request import MAX_CHARS
 
 
 MARKER_RE = re.compile(r"\[\[\s*\+?\d{1,6}\s*\]\]")  # a well-formed [[N]] as the editor renders it

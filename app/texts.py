@@ -1,13 +1,12 @@
 """What the page says and how it looks: the title, the CSS, the "How it works" help, the order
-menu's labels, and the short Markdown notes shown on the page (model notes, error messages).
-Nothing here touches Gradio events; ui.py and compare_tab.py show these.
+menu's labels, and the short Markdown notes shown on the page (error messages, replay notes).
+Nothing here touches Gradio events or models; the UI modules show these.
 """
 from __future__ import annotations
 
 import logging
 
-from . import models, render
-from .runs import menu_entry
+from . import render
 
 log = logging.getLogger("a3studio")
 TITLE = "A3 Studio"
@@ -56,21 +55,6 @@ with one token at a time, left to right: exact, and on the same scale for every 
 **Speed.** A step is one forward pass through the model, with a cache of the committed tokens
 (the A3 reference code re-runs a full forward per group instead). Temperature 0 is greedy.
 """
-
-
-def model_note(key: str) -> str:
-    try:
-        e = menu_entry(key)
-        model, _ = models.load(key)
-    except Exception as err:  # a broken checkpoint must not take the page down
-        return f"⚠️ cannot load this model: {render.md_escape(str(err))}"
-    n = sum(p.numel() for p in model.parameters()) / 1e6
-    text = (f"**Model:** {render.md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{models.context_size(model)} tokens · {model.device.type}")
-    if not e.trained:
-        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
-                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
-    return text
 
 
 def model_note_for_file(rec: dict) -> str:

@@ -1,5 +1,5 @@
-"""`python -m model.data`: preparing the Austen corpus and its tokenizer (the code is in model/corpus/austen.py)."""
-from model.corpus.austen import main
+"""`python -m model.data`: preparing the Austen and Brown corpora (the code is in model/corpus/)."""
+from model.corpus.cli import main
 
 if __name__ == "__main__":
     main()

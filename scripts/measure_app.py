@@ -19,8 +19,8 @@ try:
             time.sleep(0.05)
     ready = time.perf_counter() - t0
     from gradio_client import Client
-    from model.core.a3 import load_tokenizer
-    from app.models import available_models
+    from model.core.checkpoint import load_tokenizer
+    from app.model_menu import available_models
     from model.core.infill import parse_template, encode_segments
     key = available_models()[0].key
     tok = load_tokenizer(key)

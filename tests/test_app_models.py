@@ -2,7 +2,7 @@
 its label saying what to run when its base has not been fetched (no network in the test)."""
 from pathlib import Path
 
-from app import models
+from app import model_menu as models
 from model.backbones import smollm
 
 

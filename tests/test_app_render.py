@@ -7,10 +7,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from app import figures, record, render, runner, story
+from app import figures, render, story
+from app import request as runner
+from app import run_file as record
 from model.core.a3 import A3Model
 from model.corpus.austen import train_tokenizer
-from model.core.decode import decode
+from model.core.decode import run
 from model.core.infill import Blank, encode_segments, parse_template
 
 TEXT = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
@@ -35,8 +37,8 @@ def make_rec(model, tok, template=TEXT, **kw):
     settings = {**record.SETTINGS_DEFAULTS, "template": template, **kw}
     enc = encode_segments(tok, parse_template(template), tok.bos_token_id, 128)
     cfg = runner.decode_config(settings, enc.blank_spans)
-    steps = list(decode(model, enc.input_ids, enc.blank_mask, cfg, tok))
-    return record.make_record({"label": "tiny", "path": "-", "trained": False}, settings, enc, steps, -1.5, 0.01)
+    trace = run(model, enc.input_ids, enc.blank_mask, cfg, tok, enc.blank_spans)
+    return record.make_record({"label": "tiny", "path": "-", "trained": False}, settings, enc, trace, -1.5, 0.01)
 
 
 def test_frames_show_pending_new_and_earlier_tokens(model, tok):
@@ -56,7 +58,7 @@ def test_frames_show_pending_new_and_earlier_tokens(model, tok):
     assert render.PENDING not in [lab for _, lab in final]
     assert [t for t, lab in final if lab is None] == visible, "visible text never changes"
     assert render.filled_text(rec) == "".join(t for t, _ in final)
-    assert len(render.blank_fills(rec)) == 2
+    assert len(record.trace_of(rec).fill_ids()) == 2, "one fill per blank"
 
 
 def test_pending_blank_keeps_its_space_and_length(model, tok):
@@ -175,6 +177,7 @@ def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
     """On ZeroGPU `spaces.GPU(duration=...)` wraps the one compute call; elsewhere it runs as is."""
     import importlib
     import sys
+    from app import compute
     import types
 
     calls = []
@@ -187,13 +190,13 @@ def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
     fake.GPU = GPU
     monkeypatch.setitem(sys.modules, "spaces", fake)
     try:
-        wrapped = importlib.reload(runner)
+        wrapped = importlib.reload(compute)
         assert wrapped.compute[0] == "wrapped" and wrapped.compute[1] is wrapped._compute
         assert callable(calls[0]) and 15 <= calls[0]("k", [0, 5, 6], [False, True, True], None) <= 120
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
-        importlib.reload(runner)
-    assert runner.compute is runner._compute
+        importlib.reload(compute)
+    assert compute.compute is compute._compute
 
 
 def test_very_long_text_is_refused_early():

@@ -54,7 +54,7 @@ def test_diffusion_mask_is_bidirectional():
     with torch.no_grad():
         def h(x, mask):
             return model.base.model(input_ids=x[None], attention_mask=mask, use_cache=False).last_hidden_state[0, 1]
-        full = bench.bidirectional_mask(model, T)
+        full = bench.diffusion_view(model).attention_bias(1, T)
         assert not torch.allclose(h(ids, full), h(other, full)), "the diffusion forward is still causal"
         assert torch.allclose(h(ids, None), h(other, None)), "without the mask the base should be causal"
 

@@ -9,7 +9,8 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from model.core.a3 import A3Config, A3Model, W_KEY, load_tokenizer
+from model.core.a3 import A3Config, A3Model, W_KEY
+from model.core.checkpoint import load_tokenizer
 
 
 def _batch():

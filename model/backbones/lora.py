@@ -33,10 +33,11 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import smollm
+from model.core import checkpoint
 from model.core.a3 import W_KEY, A3Config, A3Model
+from model.core.checkpoint import ADAPTER
 
-ADAPTER = "adapter.safetensors"
+from . import smollm
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
@@ -95,11 +96,7 @@ def save_adapter(model: A3Model, out_dir: str | Path, base_ref: str | None = Non
 
 def adapter_section(ckpt_dir: str | Path) -> dict | None:
     """The `a3` section of an adapter checkpoint's config.json, or None for anything else."""
-    try:
-        a3 = json.loads((Path(ckpt_dir) / "config.json").read_text()).get("a3")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return a3 if isinstance(a3, dict) and isinstance(a3.get("lora"), dict) else None
+    return checkpoint.section(ckpt_dir, "a3") if checkpoint.kind(ckpt_dir) == "adapter" else None
 
 
 def resolve_base(ref: str, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -146,8 +143,7 @@ def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: boo
         raise ValueError(f"{d} is not an A3 adapter checkpoint (no config.json with `a3.lora`)")
     if base is None:
         base = resolve_base(a3["base_model"])
-    fields = {k: v for k, v in a3.items() if k in A3Config.__dataclass_fields__}
-    model = add_lora(A3Model(base, A3Config(**fields)), **a3["lora"])
+    model = add_lora(A3Model(base, A3Config(**checkpoint.dataclass_fields(A3Config, a3))), **a3["lora"])
     state = load_file(str(d / ADAPTER))
     w = state.pop(W_KEY, None)
     if w is None:
@@ -168,10 +164,8 @@ def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: boo
 
 def load_a3(ckpt_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """(model, tokenizer) for any A3 checkpoint: an adapter (merged) or a full one."""
-    from model.core.a3 import load_tokenizer
-
     if adapter_section(ckpt_dir) is not None:
         model = load_adapter(ckpt_dir, dtype=dtype, device=device)
     else:
         model = A3Model.from_pretrained(ckpt_dir, dtype=dtype, device=device)
-    return model, load_tokenizer(ckpt_dir)
+    return model, checkpoint.load_tokenizer(ckpt_dir)

@@ -41,10 +41,11 @@ from typing import Iterator
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
-from model.core.a3 import read_config, write_config_section
+from model.core import checkpoint
 from model.core.sampling import Sampler, SamplingConfig
+from model.core.trace import apply_steps
 
 
 @dataclass
@@ -278,15 +279,11 @@ class DiffusionLM(nn.Module):
     def infill(self, input_ids, blank_mask, steps: int, sampling: SamplingConfig | None = None) -> DiffusionInfill:
         """Run infill_steps to the end: the filled sequence, its steps and its cost."""
         t0 = time.perf_counter()
-        out = torch.as_tensor(input_ids, dtype=torch.long).flatten().tolist()
         trace = list(self.infill_steps(input_ids, blank_mask, steps, sampling))
-        for st in trace:
-            for p, tok in zip(st.positions, st.token_ids):
-                out[p] = tok
-        return DiffusionInfill(out, trace, len(trace), time.perf_counter() - t0)
+        return DiffusionInfill(apply_steps(input_ids, trace), trace, len(trace), time.perf_counter() - t0)
 
     # ------------------------------------------------------------------------------------------
-    # checkpoints: the base's own files plus a `diffusion` section in config.json
+    # checkpoints: the base's own files plus a `diffusion` section (model/core/checkpoint.py)
 
     @classmethod
     def from_base(cls, path_or_model, mask_token_id: int, dtype: torch.dtype = torch.float32,
@@ -303,27 +300,17 @@ class DiffusionLM(nn.Module):
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> Path:
         """config.json (base config + `diffusion` section), model.safetensors, tokenizer files.
         The weights are a plain causal LM's: `LlamaForCausalLM.from_pretrained(out_dir)` loads them."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.base.save_pretrained(out)
-        write_config_section(out, "diffusion", asdict(self.diffusion_config))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
-        return out
+        return checkpoint.save_backbone(self.base, out_dir, "diffusion", asdict(self.diffusion_config),
+                                        tokenizer=tokenizer)
 
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> "DiffusionLM":
         """Load a checkpoint directory written by save_pretrained (no network)."""
-        d = Path(ckpt_dir)
-        cfg = read_config(d)
-        if "diffusion" not in cfg:
-            raise ValueError(f"{d} is not a diffusion checkpoint (no `diffusion` section in config.json); "
-                             "use DiffusionLM.from_base to adapt a causal LM")
-        base_cfg = AutoConfig.from_pretrained(str(d))
-        base = AutoModelForCausalLM.from_pretrained(str(d), config=base_cfg, dtype=dtype, attn_implementation="sdpa")
-        dc = {k: v for k, v in cfg["diffusion"].items() if k in DiffusionConfig.__dataclass_fields__}
-        return cls(base, DiffusionConfig(**dc)).to(device).eval()
+        sec = checkpoint.require_section(ckpt_dir, "diffusion", "is not a diffusion checkpoint (no `diffusion` "
+                                         "section in config.json); use DiffusionLM.from_base to adapt a causal LM")
+        base, _ = checkpoint.load_backbone(ckpt_dir, dtype=dtype, attn_implementation="sdpa")
+        return cls(base, DiffusionConfig(**checkpoint.dataclass_fields(DiffusionConfig, sec))).to(device).eval()
 
 
 __all__ = ["DiffusionConfig", "DiffusionLM", "DiffusionOutput", "DiffusionStep", "DiffusionInfill"]

@@ -3,7 +3,7 @@
     A3Model(base)                 wraps any LLaMA-family `transformers` causal LM, reusing its modules
     forward(ids, g, mask, labels) loss and logits of p(x_i | x_j with g(j) < g(i)) at every position
     token_logprobs(ids, g, mask)  exact per-token log-probabilities under a grouping (scoring)
-    from_base / save_pretrained / from_pretrained   checkpoints as transformers-style directories
+    from_base / save_pretrained / from_pretrained   checkpoints (files: checkpoint.py)
 
 Batches are BOS-first: position 0 holds the BOS, which every query sees and nothing predicts;
 padding (attention_mask 0) is invisible to both streams and carries no loss. The logit at
@@ -12,20 +12,18 @@ two_stream.py, the groupings in groups.py; this file does the bookkeeping around
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
+from . import checkpoint
 from .groups import prepare_group_ids
 from .two_stream import check_backbone, two_stream_walk
 
 W_KEY = "a3.query_vector"  # the name of w in the checkpoint's safetensors file
-WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -134,7 +132,7 @@ class A3Model(nn.Module):
         return lp
 
     # ------------------------------------------------------------------------------------------
-    # checkpoints
+    # checkpoints (the files themselves: checkpoint.py)
 
     @classmethod
     def from_base(cls, path_or_model, dtype: torch.dtype = torch.float32, **kw) -> "A3Model":
@@ -147,63 +145,18 @@ class A3Model(nn.Module):
         return cls(base, **kw)
 
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> Path:
-        """Write config.json (base config + `a3` section), model.safetensors (base weights + w)
-        and, if given, the tokenizer files. `LlamaForCausalLM.from_pretrained(out_dir)` still
-        loads the backbone alone (it ignores w)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.base.save_pretrained(out)  # handles tied weights and the config
-        weights = out / WEIGHTS
-        state = load_file(str(weights))
-        state[W_KEY] = self.w.detach().cpu().contiguous()
-        save_file(state, str(weights), metadata={"format": "pt"})
-        write_config_section(out, "a3", asdict(self.a3_config))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
-        return out
+        """config.json (base config + `a3` section), model.safetensors (base weights + w), and the
+        tokenizer if given. `LlamaForCausalLM.from_pretrained(out_dir)` still loads the backbone alone."""
+        return checkpoint.save_backbone(self.base, out_dir, "a3", asdict(self.a3_config), {W_KEY: self.w},
+                                        tokenizer)
 
     @classmethod
     def from_pretrained(cls, ckpt_dir: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> "A3Model":
         """Load an A3 checkpoint directory written by save_pretrained (no network)."""
-        d = Path(ckpt_dir)
-        cfg = read_config(d)
-        if "a3" not in cfg:
-            raise ValueError(f"{d} holds a plain causal LM, not an A3 checkpoint; use A3Model.from_base to adapt it")
-        base_cfg = AutoConfig.from_pretrained(str(d))
-        base = AutoModelForCausalLM.from_config(base_cfg, dtype=dtype)
-        state = load_file(str(d / WEIGHTS))
-        w = state.pop(W_KEY, None)
-        if w is None:
-            raise ValueError(f"{d / WEIGHTS} has no {W_KEY}; the checkpoint is incomplete")
-        missing, unexpected = base.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not (k == "lm_head.weight" and base_cfg.tie_word_embeddings)]
-        if missing or unexpected:
-            raise ValueError(f"checkpoint weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        if base_cfg.tie_word_embeddings:
-            base.tie_weights()
-        a3 = {k: v for k, v in cfg["a3"].items() if k in A3Config.__dataclass_fields__}
-        model = cls(base, A3Config(**a3))
-        model.w.data.copy_(w.to(model.w.dtype))
+        a3 = checkpoint.require_section(ckpt_dir, "a3", "holds a plain causal LM, not an A3 checkpoint; "
+                                        "use A3Model.from_base to adapt it")
+        base, extra = checkpoint.load_backbone(ckpt_dir, (W_KEY,), dtype)
+        model = cls(base, A3Config(**checkpoint.dataclass_fields(A3Config, a3)))
+        model.w.data.copy_(extra[W_KEY].to(model.w.dtype))
         return model.to(device).eval()
-
-
-def read_config(ckpt_dir: str | Path) -> dict:
-    """A checkpoint directory's config.json as a dict, or a ValueError saying what to pass."""
-    path = Path(ckpt_dir) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{Path(ckpt_dir)} is not a checkpoint directory (no config.json); "
-                         "pass the folder save_pretrained wrote")
-    return json.loads(path.read_text())
-
-
-def write_config_section(ckpt_dir: str | Path, name: str, section: dict) -> None:
-    """Add (or replace) one top-level section of a saved checkpoint's config.json."""
-    cfg = read_config(ckpt_dir)
-    cfg[name] = section
-    (Path(ckpt_dir) / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-
-
-def load_tokenizer(ckpt_dir: str | Path):
-    """The tokenizer saved beside a checkpoint (local files only)."""
-    return AutoTokenizer.from_pretrained(str(ckpt_dir), local_files_only=True)

@@ -1,4 +1,4 @@
-"""Cached group-wise decoding as a generator of step events (DESIGN.md, "Decoding").
+"""Cached group-wise decoding as a generator of step events (docs/DESIGN.md, "Decoding").
 
     for step in decode(model, input_ids, blank_mask, DecodeConfig(...), tokenizer): ...
 
@@ -18,7 +18,6 @@ sequence every step instead (the reference code's cost; the oracle in tests and 
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -27,6 +26,7 @@ import torch
 
 from .groups import BOS_GROUP, FIXED_ORDERS, fixed_order, group_ids_from_order
 from .sampling import Sampler, SamplingConfig
+from .trace import Trace, apply_steps
 from .two_stream import KVCache, two_stream_walk
 
 DYNAMIC_ORDERS = ("confidence", "margin", "entropy", "dynamic_random")
@@ -187,39 +187,14 @@ def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
         step += 1
 
 
-@dataclass
-class Trace:
-    """A whole run: the request, its steps, and what follows from them."""
-    input_ids: list[int]
-    blank_mask: list[bool]
-    steps: list[Step]
-
-    @property
-    def output_ids(self) -> list[int]:
-        out = list(self.input_ids)
-        for s in self.steps:
-            for p, t in zip(s.positions, s.token_ids):
-                out[p] = t
-        return out
-
-    @property
-    def log_likelihood(self) -> float:
-        """Sum of log p of the generated tokens under the grouping the run took (exact for
-        singleton groups, group-factorized otherwise)."""
-        return sum(math.log(max(p, 1e-45)) for s in self.steps for p in s.probs)
-
-    def group_ids(self, context: str = "block") -> torch.Tensor:
-        """(T,) the grouping this run realised: context grouping, then one group per step."""
-        visible = [i for i, b in enumerate(self.blank_mask) if not b]
-        return group_ids_from_order(len(self.input_ids), visible, [s.positions for s in self.steps], context)
-
-
-def run(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer=None) -> Trace:
-    """Decode to the end and return the Trace."""
+def run(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer=None,
+        spans: list[list[int]] | None = None) -> Trace:
+    """Decode to the end and return the Trace (spans: each blank's positions, when blanks touch)."""
+    cfg = cfg or DecodeConfig()
     ids = torch.as_tensor(input_ids, dtype=torch.long).flatten().tolist()
     mask = torch.as_tensor(blank_mask, dtype=torch.bool).flatten().tolist()
-    return Trace(ids, mask, list(decode(model, input_ids, blank_mask, cfg, tokenizer)))
+    return Trace(ids, mask, list(decode(model, input_ids, blank_mask, cfg, tokenizer)), cfg.context, spans)
 
 
-__all__ = ["DecodeConfig", "Step", "Trace", "decode", "run", "validate", "STRATEGIES", "DYNAMIC_ORDERS",
+__all__ = ["DecodeConfig", "Step", "Trace", "apply_steps", "decode", "run", "validate", "STRATEGIES", "DYNAMIC_ORDERS",
            "FIXED_ORDERS", "BOS_GROUP"]

@@ -1,7 +1,7 @@
 """Austen corpus and tokenizer: download, paragraph split, byte-level BPE, packed sequences.
 
 Source: Debian's `r-cran-janeaustenr` (R package, MIT licence; the six novels are public domain
-Project Gutenberg text), read with `model.rdata` so R is not needed. `prepare()` writes to
+Project Gutenberg text), read with model/corpus/rdata.py so R is not needed. `prepare()` writes to
 `data/austen/` (git-ignored):
 
     train.txt, eval.txt   one paragraph per line
@@ -19,12 +19,11 @@ rest is train; fixed and deterministic, so eval text is unseen continuous prose 
 The tokenizer is trained on the train split only and never adds BOS / EOS itself; training
 rows come from `pack_sequences`. No model code lives here.
 
-    python -m model.data prepare            # apt-get download + extract + split + tokenizer
-    python -m model.data prepare --deb r-cran-janeaustenr_1.0.0-1_all.deb
-    python -m model.data summary
+    python -m model.data prepare --corpus austen   # apt-get download + extract + split + tokenizer
+    python -m model.data prepare --corpus austen --deb r-cran-janeaustenr_1.0.0-1_all.deb
+    python -m model.data summary --corpus austen
 """
 
-import argparse
 import hashlib
 import json
 import math
@@ -239,30 +238,3 @@ def summarize(data_dir, tokenizer=None) -> dict:
         out[split] = {"paragraphs": len(paragraphs), "characters": sum(map(len, paragraphs)),
                       "tokens": sum(map(len, encode_texts(tokenizer, paragraphs)))}
     return out
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m model.data", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="download + extract + split + train the tokenizer, then summarize")
-    p.add_argument("--out", default="data/austen", help="output dir for splits, manifest and tokenizer")
-    p.add_argument("--deb", default=None, help=f"a local {PACKAGE}_*.deb; skips apt-get download")
-    p.add_argument("--cache", default="data/raw", help="where the .deb is downloaded and extracted")
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary size, specials included")
-    s = sub.add_parser("summary", help="print paragraphs / characters / tokens per split")
-    s.add_argument("--out", default="data/austen", help="a prepared data dir")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.cmd == "prepare":
-            prepare(args.out, deb=args.deb, vocab_size=args.vocab_size, cache_dir=args.cache)
-        stats = summarize(args.out)
-    except (RuntimeError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}")
-    for split, st in stats.items():
-        print(f"{split:5s}  {st['paragraphs']:6d} paragraphs  {st['characters']:9d} characters  "
-              f"{st['tokens']:8d} tokens  ({st['characters'] / st['tokens']:.2f} chars/token)")
-
-
-if __name__ == "__main__":
-    main()

@@ -7,15 +7,16 @@
 The sequence is BOS + L/2 context tokens + N blanks + L/2 context tokens. Systems (DESIGN.md,
 "Rules that keep it fast"), all greedy and all on the same weights:
 
-  A3 cached          model.decode.decode, use_cache=True: committed content K/V are cached, one
+  A3 cached          model.core.decode.decode, use_cache=True: committed content K/V are cached, one
                      walk per step over (committed + target) rows only
   A3 full recompute  the same decoding with use_cache=False: both streams over all L+N+1
                      positions every step (what the reference code does)
   base generate      the base model's own HF `generate` over the prefix (BOS + left context),
                      N new tokens with its KV cache; left-to-right only, it never sees the right context
   diffusion          the base decoder run bidirectionally (a 4D all-visible mask) over all L+N+1
-                     positions every step, committing the k most confident blanks per step. A cost
-                     baseline: the base was never trained this way, so its tokens mean nothing.
+                     positions every step, committing the k most confident blanks per step
+                     (DiffusionLM.infill_steps). A cost baseline: the base was never trained this
+                     way, so its tokens mean nothing.
 
 Each system runs in a fresh `spawn` process (so one system's allocator state cannot hide another's
 memory), warms up once, then is timed `--repeats` times; the table reports the median. The
@@ -39,11 +40,11 @@ import torch
 
 from model.core.a3 import A3Model
 from .bench_report import Result, checks, machine_info, ratios
-from .bench_systems import SYSTEMS, System, bidirectional_mask, run_a3, run_diffusion, run_generate, run_system
+from .bench_systems import SYSTEMS, BenchSystem, diffusion_view, run_a3, run_diffusion, run_generate, run_system
 from model.backbones.lora import load_a3
 
 # the benchmark's API; systems and results live in bench_systems.py and bench_report.py
-__all__ = ["PRESETS", "SYSTEMS", "BenchConfig", "Result", "System", "bidirectional_mask", "build_model", "checks",
+__all__ = ["PRESETS", "SYSTEMS", "BenchConfig", "BenchSystem", "Result", "diffusion_view", "build_model", "checks",
            "machine_info", "main", "make_task", "measure", "ratios", "report", "run_a3", "run_all", "run_diffusion",
            "run_generate", "run_system"]
 
@@ -75,7 +76,7 @@ class BenchConfig:
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     clock: str = "wall"  # "wall", or "cpu": this process's CPU time (single-threaded CPU runs only)
 
-    def repeats_of(self, system: System) -> int:
+    def repeats_of(self, system: BenchSystem) -> int:
         return self.slow_repeats if system.slow and self.slow_repeats else self.repeats
 
 
@@ -149,7 +150,7 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def measure(model, ids, mask, system: System, repeats: int, device: str = "cpu", clock: str = "wall") -> Result:
+def measure(model, ids, mask, system: BenchSystem, repeats: int, device: str = "cpu", clock: str = "wall") -> Result:
     """Warm up (a whole run; two steps of a full-recompute system), then time `repeats` runs.
 
     Peak memory is measured over the post-load baseline and covers the warm-up and the timed runs.
@@ -190,7 +191,7 @@ def measure(model, ids, mask, system: System, repeats: int, device: str = "cpu",
     return Result(system, steps, passes, len(tokens), times, peak, tokens, torch.get_num_threads(), wsum)
 
 
-def _child(cfg: BenchConfig, system: System) -> Result:
+def _child(cfg: BenchConfig, system: BenchSystem) -> Result:
     """One system in a fresh process: build the backbone, then measure."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -246,7 +247,7 @@ def report(cfg: BenchConfig, results: list[Result], argv: list[str] | None = Non
         f"- sequence: BOS + {cfg.context // 2} context + {cfg.blank} blanks + {cfg.context - cfg.context // 2} context"
         f" ({cfg.context + cfg.blank + 1} positions); greedy everywhere; times include encoding the context "
         f"(A3 and diffusion: both sides; `generate`: the prefix only)",
-        f"- machine: {machine_info(cfg)}; threads in the benchmark processes: "
+        f"- machine: {machine_info(cfg.device)}; threads in the benchmark processes: "
         f"{sorted({r.threads for r in results})}",
         f"- timing: median of {cfg.repeats} run(s) after one warm-up run ({cfg.repeats_of(next(s for s in SYSTEMS if s.slow))} run(s) after "
         f"a two-step warm-up for the full-recompute systems); clock: "

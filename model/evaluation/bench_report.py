@@ -7,19 +7,15 @@ import platform
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
-from .bench_systems import System
-
-if TYPE_CHECKING:
-    from .bench import BenchConfig
+from .bench_systems import BenchSystem
 
 
 @dataclass
 class Result:
-    system: System
+    system: BenchSystem
     steps: int
     forward_passes: int
     n_tokens: int  # tokens generated (must equal N)
@@ -42,7 +38,7 @@ class Result:
         return 1000 * self.seconds / self.n_tokens
 
 
-def machine_info(cfg: BenchConfig) -> str:
+def machine_info(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         m = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
@@ -50,7 +46,7 @@ def machine_info(cfg: BenchConfig) -> str:
     except OSError:
         pass
     import transformers
-    dev = cfg.device
+    dev = device
     if dev.startswith("cuda") and torch.cuda.is_available():
         dev += f" ({torch.cuda.get_device_name()})"
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"

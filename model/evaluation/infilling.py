@@ -9,16 +9,16 @@ sentences, the middle one blanked at its true token length, the other four given
 F-measure x 100 (rouge-score, Porter stemmer) of the generated sentence against the original.
 
 Windows: paragraphs of data/austen/eval.txt (unseen in training) are split into sentences with
-model.infill.sentence_spans (a sentence ends at . ! ? and closing quotes, "Mr." and the like do
+model.core.infill.sentence_spans (a sentence ends at . ! ? and closing quotes, "Mr." and the like do
 not end one, nor does '"Oh!" said she.'). A window is five consecutive sentences of ONE paragraph
 (windows of a paragraph overlap; every window blanks a different sentence). Kept: windows of at
 most 256 tokens with the BOS (the training length) whose middle sentence has 5 to 64 tokens.
 The kept windows are shuffled with `--seed`; `--windows N` takes the first N, so a short run is a
 prefix of the full one. Sequence: BOS + s1 s2 + [blank: " s3"] + " s4 s5" (the blank owns its
-leading space, as in model.infill).
+leading space, as in model.core.infill).
 
 Systems (all greedy; `--systems` takes comma-separated fnmatch patterns of the keys):
-  a3-{strategy}-{k}   model.decode.run, context = one visible block, strategy in STRATEGIES below,
+  a3-{strategy}-{k}   model.core.decode.run, context = one visible block, strategy in STRATEGIES below,
                       group size / tokens per step k in 1, 2, 4: ceil(L/k) forward passes
   diffusion-{k}       DiffusionLM.infill with steps = ceil(L/k): the same number of forward
                       passes as A3 at group size k (each one a full bidirectional forward)
@@ -33,130 +33,42 @@ Cost: forward passes and wall milliseconds per infill (model calls only, one CPU
 Every (window, system) result is appended to WORK/records.jsonl as it is made, so an interrupted
 run resumes where it stopped. The report (OUT/infill.md, OUT/infill_rougeL_vs_passes.html and .png)
 is rebuilt from the records at the end, or alone with `--report-only`; it is written by
-model.eval_report, whose names (summarize, paired, verdict, table, ...) model.eval re-exports.
+model/evaluation/infilling_report.py. Windows and systems are model/evaluation/infill_task.py's.
 """
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .infilling_report import (NLL_KIND, ROUGE, STRATEGIES, budget, figure, paired, series, summarize, table, verdict,
-                          write_png, write_report)
+from model.baselines.ar import generate_exactly, left_logprobs
+from model.core.decode import DecodeConfig, run
+from model.core.sampling import SamplingConfig
+from model.core.scoring import score_blanks
 
-GROUP_SIZES = (1, 2, 4)
-
-
-# ----------------------------------------------------------------------------------------------
-# windows
-
-
-@dataclass
-class Window:
-    index: int  # position in the shuffled list (the record key)
-    paragraph: int  # line of eval.txt
-    sentence: int  # first sentence of the window in its paragraph
-    sentences: list[str]  # the five sentences; [2] is blanked
-    input_ids: list[int]  # BOS + tokens; blank positions hold the tokenizer's mask id
-    blank: list[int]  # positions of the middle sentence
-    reference_ids: list[int]  # its true tokens
-
-    @property
-    def reference(self) -> str:
-        return self.sentences[2]
-
-    def blank_mask(self) -> list[bool]:
-        blank = set(self.blank)
-        return [i in blank for i in range(len(self.input_ids))]
-
-    def reference_sequence(self) -> list[int]:
-        """input_ids with the original sentence in the blank."""
-        ids = list(self.input_ids)
-        for p, t in zip(self.blank, self.reference_ids):
-            ids[p] = t
-        return ids
+from .infill_task import EvalSystem, Window, all_systems, make_windows, select_systems, split_sentences
+from .infilling_report import ROUGE, summarize, paired, verdict, write_report
 
 
-def split_sentences(paragraph: str) -> list[str]:
-    from model.core.infill import sentence_spans
-    return [paragraph[a:b] for a, b in sentence_spans(paragraph)]
-
-
-def make_windows(paragraphs: list[str], tokenizer, n: int | None = None, seed: int = 0,
-                 max_len: int = 256, blank_len: tuple[int, int] = (5, 64)) -> list[Window]:
-    """All kept five-sentence windows (module docstring), shuffled with `seed`; the first n."""
-    import random
-    enc = lambda s: tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-    fill = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
-    out = []
-    for pi, para in enumerate(paragraphs):
-        sents = split_sentences(para)
-        for si in range(len(sents) - 4):
-            s = sents[si:si + 5]
-            left, mid, right = enc(" ".join(s[:2])), enc(" " + s[2]), enc(" " + " ".join(s[3:]))
-            T = 1 + len(left) + len(mid) + len(right)
-            if T > max_len or not blank_len[0] <= len(mid) <= blank_len[1]:
-                continue
-            start = 1 + len(left)
-            ids = [tokenizer.bos_token_id] + left + [fill] * len(mid) + right
-            out.append(Window(-1, pi, si, s, ids, list(range(start, start + len(mid))), mid))
-    random.Random(seed).shuffle(out)
-    out = out[:n] if n else out
-    for i, w in enumerate(out):
-        w.index = i
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# systems
-
-
-@dataclass(frozen=True)
-class System:
-    key: str
-    family: str  # "a3" | "diffusion" | "ar"
-    strategy: str = ""  # A3 only
-    k: int = 1  # A3: group size / tokens per step; diffusion: steps = ceil(L / k)
-
-
-def all_systems() -> list[System]:
-    a3 = [System(f"a3-{s}-{k}", "a3", s, k) for s in STRATEGIES for k in GROUP_SIZES]
-    return a3 + [System(f"diffusion-{k}", "diffusion", "confidence", k) for k in GROUP_SIZES] + [System("ar", "ar")]
-
-
-def select_systems(patterns: str) -> list[System]:
-    pats = [p.strip() for p in patterns.split(",") if p.strip()]
-    chosen = [s for s in all_systems() if any(fnmatch.fnmatch(s.key, p) for p in pats)]
-    if not chosen:
-        keys = ", ".join(s.key for s in all_systems())
-        raise SystemExit(f"error: --systems {patterns!r} matches no system; keys are: {keys}")
-    return chosen
-
-
-def run_a3(model, win: Window, sys_: System, seed: int) -> tuple[list[int], int, float, float]:
+def run_a3(model, win: Window, sys_: EvalSystem, seed: int) -> tuple[list[int], int, float, float]:
     """(generated ids, forward passes, seconds, NLL of the reference under the run's grouping)."""
-    from model.core.decode import DecodeConfig, run
-    from model.core.sampling import SamplingConfig
     cfg = DecodeConfig(strategy=sys_.strategy, group_size=sys_.k, n_alternatives=0,
                        sampling=SamplingConfig(seed=seed))  # greedy; the seed fixes `random`'s order
     t0 = time.perf_counter()
     trace = run(model, win.input_ids, win.blank_mask(), cfg)
     secs = time.perf_counter() - t0
-    out = trace.output_ids
-    ref = torch.tensor(win.reference_sequence())
-    lp = model.token_logprobs(ref[None].to(model.device), trace.group_ids(cfg.context)[None].to(model.device))[0]
-    return [out[p] for p in win.blank], trace.steps[-1].forward_passes, secs, -lp[win.blank].sum().item()
+    # the reference sentence scored in the order and groups this run took
+    nll = -score_blanks(model, win.reference_sequence(), win.blank_mask(), trace.groups()).sum().item()
+    return trace.fill_ids()[0], trace.forward_passes, secs, nll
 
 
-def run_diffusion(model, win: Window, sys_: System) -> tuple[list[int], int, float]:
+def run_diffusion(model, win: Window, sys_: EvalSystem) -> tuple[list[int], int, float]:
     res = model.infill(win.input_ids, win.blank_mask(), steps=math.ceil(len(win.blank) / sys_.k))
     return [res.output_ids[p] for p in win.blank], res.forward_passes, res.seconds
 
@@ -164,19 +76,12 @@ def run_diffusion(model, win: Window, sys_: System) -> tuple[list[int], int, flo
 @torch.no_grad()
 def run_ar(base, win: Window) -> tuple[list[int], int, float, float]:
     """Greedy `generate` of exactly L tokens from BOS + left context; its exact left-context NLL."""
-    from transformers import GenerationConfig
     L, start = len(win.blank), win.blank[0]
-    dev = base.device
-    prompt = torch.tensor([win.input_ids[:start]], device=dev)
-    gcfg = GenerationConfig(max_new_tokens=L, min_new_tokens=L, do_sample=False, use_cache=True,
-                            eos_token_id=None, pad_token_id=0, bos_token_id=win.input_ids[0])
     t0 = time.perf_counter()
-    out = base.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gcfg)
+    new, _ = generate_exactly(base, torch.tensor(win.input_ids[:start]), L)
     secs = time.perf_counter() - t0
-    full = torch.tensor([win.input_ids[:start] + win.reference_ids], device=dev)
-    logp = torch.log_softmax(base(input_ids=full).logits[0, start - 1:-1].float(), -1)
-    nll = -logp.gather(-1, full[0, start:, None]).sum().item()
-    return out[0, start:].tolist(), L, secs, nll
+    lp = left_logprobs(base, torch.tensor(win.input_ids[:start] + win.reference_ids))[0]
+    return new, L, secs, -lp[start:].sum().item()
 
 
 def rouge(scorer, reference: str, hypothesis: str) -> dict:
@@ -192,8 +97,8 @@ def load_models(args, systems):
     fams = {s.family for s in systems}
     models = {}
     if "a3" in fams:
-        from model.core.a3 import A3Model
-        models["a3"] = A3Model.from_pretrained(args.a3)
+        from model.backbones.lora import load_a3
+        models["a3"] = load_a3(args.a3)[0]  # a full checkpoint or an adapter
     if "diffusion" in fams:
         from model.baselines.diffusion import DiffusionLM
         models["diffusion"] = DiffusionLM.from_pretrained(args.diffusion)
@@ -205,7 +110,7 @@ def load_models(args, systems):
 
 
 
-def evaluate(args, windows: list[Window], systems: list[System], tokenizer, records_path: Path) -> None:
+def evaluate(args, windows: list[Window], systems: list[EvalSystem], tokenizer, records_path: Path) -> None:
     """Run every (window, system) pair not yet in records_path, appending one record each."""
     from rouge_score.rouge_scorer import RougeScorer
     scorer = RougeScorer(list(ROUGE), use_stemmer=True)
@@ -291,7 +196,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["Window", "System", "split_sentences", "make_windows", "all_systems", "select_systems",
-           "summarize", "table", "verdict", "main",
-           # re-exported from model.eval_report
-           "NLL_KIND", "budget", "figure", "paired", "series", "write_png", "write_report"]
+__all__ = ["Window", "EvalSystem", "split_sentences", "make_windows", "all_systems", "select_systems",
+           "summarize", "paired", "verdict", "run_a3", "run_ar", "run_diffusion", "evaluate", "main"]

@@ -21,10 +21,12 @@ import json
 import random
 
 import torch
-from model.core.a3 import A3Model
-from model.corpus.austen import load_packed
-from model.core.groups import group_ids_from_order, sample_contiguous, sample_random_groups
 from model.backbones.lora import load_a3, resolve_base
+from model.baselines.ar import left_logprobs
+from model.core.a3 import A3Model
+from model.core.groups import group_ids_from_order, sample_contiguous, sample_random_groups
+from model.core.scoring import score_blanks
+from model.corpus.austen import load_packed
 
 
 def _a3_nll(model, rows, grouping, batch: int) -> float:
@@ -36,14 +38,6 @@ def _a3_nll(model, rows, grouping, batch: int) -> float:
         tot -= lp[:, 1:].sum().item()
         n += lp[:, 1:].numel()
     return tot / n
-
-
-@torch.no_grad()
-def _base_logprobs(base, ids) -> torch.Tensor:
-    """(B, T) log p(x_t | x_<t) from the causal LM; 0 at position 0."""
-    logits = base(input_ids=ids).logits.float()
-    lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
 
 
 def word_positions(tokenizer, row: list[int]) -> list[int]:
@@ -64,7 +58,7 @@ def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 1
     T = rows.shape[1]
     rng = random.Random(seed)
     res = {"rows": len(rows), "seq_len": T}
-    res["base_ar"] = -_base_logprobs(base, rows)[:, 1:].mean().item()
+    res["base_ar"] = -left_logprobs(base, rows)[:, 1:].mean().item()
     res["a3_ar"] = _a3_nll(model, rows, lambda t: torch.arange(t), batch)
     res["a3_random"] = _a3_nll(model, rows, lambda t: torch.cat(
         [torch.zeros(1, dtype=torch.long), sample_random_groups(t - 1, rng, 1, 1)]), batch)
@@ -77,12 +71,10 @@ def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 1
     for i in range(len(rows)):
         L = rng.randint(5, 20)
         start = rng.randint(T // 4, 3 * T // 4 - L)
-        span = list(range(start, start + L))
-        visible = [p for p in range(T) if p < start or p >= start + L]
-        g = group_ids_from_order(T, visible, [[p] for p in span])
-        lp = model.token_logprobs(rows[i:i + 1], g[None].to(rows.device))[0]
-        a3_tot -= lp[span].sum().item()
-        base_tot -= _base_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
+        span = torch.zeros(T, dtype=torch.bool)
+        span[start:start + L] = True
+        a3_tot -= score_blanks(model, rows[i], span).sum().item()  # both sides visible, the span left to right
+        base_tot -= left_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
         n_tok += L
     res["infill_a3"], res["infill_base_left"] = a3_tot / n_tok, base_tot / n_tok
     # single masked word

@@ -1,42 +1,28 @@
-"""From what a user typed to a finished run record: checked settings, one compute call.
+"""Checking a request: from the widgets' raw values to a decoding the core can run.
 
     settings_from_inputs(...)  raw widget values -> a settings dict, or ValueError with a message
     build_request(...)         settings + tokenizer -> (segments, infill.Encoded, DecodeConfig)
-    compute(...)               the whole decode plus a left-to-right score, in ONE call
+    prepare_run(...)           both, for a menu model and the user's story state
 
-`compute` is the only function that touches the model. It is wrapped with `spaces.GPU` when the
-`spaces` package is importable (ZeroGPU), so a run holds the GPU for one short call; the UI then
-animates the recorded steps on the CPU (the replay pattern). Without `spaces` it runs unchanged;
-a lock keeps two CPU runs from fighting over the same cores, and a small model decodes on one
-thread (models.cpu_threads). Decoding itself is the core's
-generator (model.decode); nothing here masks or samples.
+Every value the API can send is held to the widgets' ranges (LIMITS) here, at the boundary.
+Nothing here touches a model's weights; computing is compute.py's job.
 """
 from __future__ import annotations
 
 import math
-import threading
-import time
 
-import torch
-
-from model.core.decode import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig, decode
-from model.core.groups import group_ids_from_order
-from model.core.infill import (Blank, custom_groups, encode_segments, parse_custom_order, parse_template)
+from model.core.decode import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig
+from model.core.infill import (Blank, clean_text, custom_groups, encode_segments, parse_custom_order,
+                               parse_template)
 from model.core.sampling import SamplingConfig
 
-from . import models
-
-try:  # ZeroGPU: hold a GPU for the compute call only
-    import spaces
-except ImportError:
-    spaces = None
+from . import model_menu
 
 MAX_SEED = 2 ** 63 - 1
 # the ranges of the sampling and grouping widgets; values from the API or a run file are held to them too
 LIMITS = {"group_size": (1, 64), "threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_k": (0, 200),
           "top_p": (0.05, 1.0)}
 MAX_CHARS = 100_000  # longer text cannot fit any model's context here; refuse before tokenizing it
-_LOCK = threading.Lock()
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:
@@ -75,7 +61,7 @@ def parse_seed(text) -> int:
 
 def settings_from_inputs(template, strategy, group_size, threshold, custom_order, temperature,
                          top_k, top_p, seed) -> dict:
-    """Raw widget values -> a checked settings dict (see record.SETTINGS_DEFAULTS)."""
+    """Raw widget values -> a checked settings dict (see run_file.SETTINGS_DEFAULTS)."""
     if len(str(template or "")) > MAX_CHARS:
         raise ValueError(f"the text is {len(str(template))} characters long; keep it under {MAX_CHARS}")
     if strategy not in STRATEGIES:
@@ -124,40 +110,14 @@ def build_request(settings: dict, tokenizer, max_positions: int, originals: list
     return segments, enc, decode_config(settings, enc.blank_spans)
 
 
-def _duration(key, input_ids, blank_mask, cfg) -> int:
-    """Seconds of GPU to ask ZeroGPU for: generous for the blanks at hand, short for priority."""
-    return int(min(120, 15 + 0.05 * sum(map(bool, blank_mask))))
-
-
-def _compute(key: str, input_ids: list[int], blank_mask: list[bool], cfg: DecodeConfig):
-    """Decode to the end; return (steps, left-to-right log p of the filled blanks, seconds)."""
-    model, tok = models.load(key)
-    threads = models.cpu_threads(model)
-    with _LOCK:
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
-            t0 = time.perf_counter()
-            steps = list(decode(model, input_ids, blank_mask, cfg, tok))
-            out = list(input_ids)
-            for s in steps:
-                for p, t in zip(s.positions, s.token_ids):
-                    out[p] = t
-            ar = ar_log_likelihood(model, out, blank_mask)
-            return steps, ar, time.perf_counter() - t0
-        finally:
-            torch.set_num_threads(before)
-
-
-def ar_log_likelihood(model, ids: list[int], blank_mask: list[bool]) -> float:
-    """log p(blanks | visible text) with the blanks scored one at a time, left to right (exact)."""
-    visible = [i for i, b in enumerate(blank_mask) if not b]
-    blanks = [[i] for i, b in enumerate(blank_mask) if b]
-    g = group_ids_from_order(len(ids), visible, blanks, "block")
-    dev = model.device
-    lp = model.token_logprobs(torch.tensor([ids], device=dev), g[None].to(dev))[0]
-    return float(lp[torch.tensor(blank_mask, device=dev)].sum())
-
-
-compute = spaces.GPU(duration=_duration)(_compute) if spaces is not None else _compute
+def prepare_run(template, model_key, strategy, group_size, threshold, custom_order, temperature, top_k,
+                top_p, seed, state):
+    """Check everything a run needs: (settings, encoded, cfg, entry dict) or ValueError."""
+    entry = model_menu.menu_entry(model_key)
+    settings = settings_from_inputs(template, strategy, group_size, threshold, custom_order,
+                                    temperature, top_k, top_p, seed)
+    tok, ctx = model_menu.tokenizer(entry.key)
+    clean = clean_text(settings["template"])[0]
+    originals = (state or {}).get("originals") if (state or {}).get("template") == clean else None
+    _, enc, cfg = build_request(settings, tok, ctx, originals)
+    return settings, enc, cfg, {"label": entry.label, "path": entry.key, "trained": entry.trained}

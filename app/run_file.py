@@ -1,8 +1,8 @@
-"""A run as plain data: the request, every decoding step, and the numbers that follow from them.
+"""Run files: a run as plain data (a record), written for download and read back for replay.
 
-A record is a JSON-ready dict; the UI animates it, draws it, writes it to a file and reads it
-back (`to_json` / `from_json`, which checks a loaded file field by field, so a hand-edited file
-gives a message rather than a traceback). Shape:
+A record is a JSON-ready dict built from the core's Trace; the UI animates it, draws it, writes
+it to a file (`save_run`, `to_json`) and reads it back (`from_json`, which checks a loaded file
+field by field, so a hand-edited file gives a message rather than a traceback). Shape:
 
     format, version         "a3-studio-run", 1
     model                   {label, path, trained}
@@ -10,7 +10,7 @@ gives a message rather than a traceback). Shape:
                              top_k, top_p, seed, context}
     layout                  [{kind: "text"|"blank", text, positions, original}]  (infill.Piece)
     input_ids, blank_mask   the request as decoded (BOS first)
-    steps                   [model.decode.Step as a dict], in order
+    steps                   [model.core.decode.Step as a dict], in order
     fills                   each blank's tokens decoded together (optional; set by the app)
     stats                   {forward_passes, decode_seconds, tokens, tokens_per_s, log_likelihood,
                              factorization, ar_log_likelihood, total_seconds}
@@ -19,13 +19,19 @@ gives a message rather than a traceback). Shape:
 from __future__ import annotations
 
 import json
-import math
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import asdict
+from pathlib import Path
+
+from model.core.trace import Trace
 
 FORMAT = "a3-studio-run"
 VERSION = 1
 MAX_FILE_BYTES = 20_000_000
+RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"  # the files offered for download
 
 STEP_FIELDS = {"index": int, "positions": list, "token_ids": list, "tokens": list, "probs": list,
                "alternatives": list, "entropy": list, "forward_passes": int, "elapsed": (int, float),
@@ -35,31 +41,59 @@ SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 
                      "context": "block"}
 
 
-def factorization(steps: list[dict]) -> str:
-    """How exact a run's own log-likelihood is (DESIGN.md, "The factorization")."""
-    return "exact (one token per step)" if all(len(s["positions"]) == 1 for s in steps) \
+def factorization(trace: Trace) -> str:
+    """How exact a run's own log-likelihood is (docs/DESIGN.md, "The factorization")."""
+    return "exact (one token per step)" if trace.exact \
         else "group-factorized (tokens of a step are independent given earlier steps)"
 
 
-def make_record(model_entry: dict, settings: dict, encoded, steps, ar_logp: float | None,
-                total_seconds: float) -> dict:
-    """Assemble a record from a finished decode (encoded: infill.Encoded; steps: decode.Step)."""
-    steps = [asdict(s) if not isinstance(s, dict) else s for s in steps]
+def trace_of(record: dict) -> Trace:
+    """The core's Trace of a record (its steps stay dicts): fills, grouping and log p in one place."""
+    spans = [p["positions"] for p in record["layout"] if p["kind"] == "blank"]
+    return Trace(record["input_ids"], record["blank_mask"], record["steps"],
+                 record["settings"].get("context", "block"), spans)
+
+
+def make_record(model_entry: dict, settings: dict, encoded, trace: Trace | None = None,
+                ar_logp: float | None = None, total_seconds: float = 0.0, tokenizer=None) -> dict:
+    """Assemble a record (encoded: infill.Encoded; trace: the finished run, None for frame 0 of a
+    run still computing). With a tokenizer the record carries each blank's fill as one string."""
+    trace = trace or Trace(list(encoded.input_ids), list(encoded.blank_mask), [])
+    steps = [asdict(s) if not isinstance(s, dict) else s for s in trace.steps]
     for s in steps:
         s["alternatives"] = [[[t, p] for t, p in alts] for alts in s["alternatives"]]
     n_tok = sum(len(s["positions"]) for s in steps)
-    secs = steps[-1]["elapsed"] if steps else 0.0
-    logp = sum(math.log(max(p, 1e-45)) for s in steps for p in s["probs"])
-    return {
+    secs = trace.seconds
+    rec = {
         "format": FORMAT, "version": VERSION, "model": dict(model_entry), "settings": dict(settings),
         "layout": [asdict(p) for p in encoded.layout],
         "input_ids": list(encoded.input_ids), "blank_mask": list(encoded.blank_mask), "steps": steps,
-        "stats": {"forward_passes": steps[-1]["forward_passes"] if steps else 0, "decode_seconds": secs,
+        "stats": {"forward_passes": trace.forward_passes, "decode_seconds": secs,
                   "tokens": n_tok, "tokens_per_s": n_tok / secs if secs > 0 else None,
-                  "log_likelihood": logp, "factorization": factorization(steps),
+                  "log_likelihood": trace.log_likelihood, "factorization": factorization(trace),
                   "ar_log_likelihood": ar_logp, "total_seconds": total_seconds},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if tokenizer is not None and steps:
+        rec["fills"] = trace_of(rec).fills(tokenizer)
+    return rec
+
+
+def save_run(rec: dict) -> str:
+    """Write a run file for the download button; files older than an hour are removed."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    for old in RUN_DIR.iterdir():
+        try:
+            if time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    d = RUN_DIR / uuid.uuid4().hex[:12]
+    d.mkdir()
+    s = rec["settings"]
+    path = d / f"a3-run-{s['strategy']}-seed{s['seed']}.json"
+    path.write_text(to_json(rec), encoding="utf-8")
+    return str(path)
 
 
 def to_json(record: dict) -> str:

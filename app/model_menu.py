@@ -1,4 +1,5 @@
-"""Which A3 checkpoints the app offers, and loading them once for everyone (read-only, shared).
+"""The model menu: which A3 checkpoints the app offers, loading them once for everyone (read-only,
+shared), the note shown under the menu, and the example stories.
 
 The menu, in order:
 1. $A3_MODEL_DIR, when set (tests point it at a tiny checkpoint they write);
@@ -9,18 +10,20 @@ The menu, in order:
    into ~/.cache/a3-studio/tiny-random (or $A3_STUDIO_CACHE), clearly labelled as such.
 The first entry is the default. A checkpoint whose `a3.training` record is empty is labelled
 "untrained". Models are cached at module level and never modified after loading; per-user
-data lives in gr.State (see ui.py).
+data lives in gr.State (see ui.py). Checkpoint files are read through model/core/checkpoint.py.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from model.core import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -44,11 +47,15 @@ class ModelEntry:
 
 def a3_section(path: Path) -> dict | None:
     """The `a3` section of a checkpoint's config.json, or None if it is not an A3 checkpoint."""
-    try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return cfg.get("a3") if isinstance(cfg, dict) and isinstance(cfg.get("a3"), dict) else None
+    return checkpoint.section(path, "a3")
+
+
+def menu_entry(key: str) -> ModelEntry:
+    """The menu entry of a dropdown value, or a ValueError asking to pick again."""
+    for e in available_models():
+        if e.key == key:
+            return e
+    raise ValueError("that model is not in the menu any more; pick one from the list")
 
 
 def base_available(a3: dict) -> bool:
@@ -95,8 +102,17 @@ def available_models() -> list[ModelEntry]:
 # ----------------------------------------------------------------------------------------------
 # the fallback: a tiny random checkpoint
 
+def load_examples() -> list[tuple[str, str]]:
+    """(title, template) of every assets/examples/*.txt, in file order."""
+    out = []
+    for p in sorted(EXAMPLES.glob("*.txt")):
+        title = re.sub(r"^\d+[-_]", "", p.stem).replace("-", " ").replace("_", " ").capitalize()
+        out.append((title, p.read_text(encoding="utf-8").strip()))
+    return out
+
+
 def example_texts() -> list[str]:
-    return [p.read_text(encoding="utf-8").strip() for p in sorted(EXAMPLES.glob("*.txt"))]
+    return [text for _, text in load_examples()]
 
 
 def fallback_tokenizer():
@@ -180,3 +196,27 @@ def cpu_threads(model) -> int | None:
 
 def context_size(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048))
+
+
+def tokenizer(key: str):
+    """(tokenizer, context size) of a menu model."""
+    model, tok = load(key)
+    return tok, context_size(model)
+
+
+def model_note(key: str) -> str:
+    """The Markdown note under the menu: size, context, device, and a warning for random weights."""
+    from .render import md_escape
+
+    try:
+        e = menu_entry(key)
+        model, _ = load(key)
+    except Exception as err:  # noqa: BLE001 -- a broken checkpoint must not take the page down
+        return f"⚠️ cannot load this model: {md_escape(str(err))}"
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    text = (f"**Model:** {md_escape(e.label)} · {n:.1f}M parameters · context "
+            f"{context_size(model)} tokens · {model.device.type}")
+    if not e.trained:
+        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
+                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
+    return text

@@ -1,0 +1,137 @@
+"""The run's events: Fill (check, frame 0 at once, compute in one call, animate the recorded
+steps), Replay, the replay slider, loading a run file, Stop. Also the animation's pace and the
+frames, which the compare tab shares.
+"""
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import gradio as gr
+
+from . import figures, model_menu, render, run_file
+from .compute import execute
+from .request import prepare_run, settings_from_inputs
+from .texts import error_md, failure_md, model_note_for_file
+
+MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this
+
+
+def step_delay(speed, n_steps: int) -> float:
+    """Seconds between frames: the user's speed (0 to 2 s), shortened so a run lasts at most
+    MAX_ANIMATION_S."""
+    try:
+        d = max(0.0, min(float(speed), 2.0))
+    except (TypeError, ValueError):
+        d = 0.2
+    return min(d, MAX_ANIMATION_S / max(n_steps, 1))
+
+
+def preview(settings: dict, enc, entry: dict) -> dict:
+    """A record with no steps yet: frame 0 of the animation."""
+    return run_file.make_record(entry, settings, enc)
+
+
+def stats_table(rec: dict) -> list[list[str]]:
+    return [[k, v] for k, v in render.stats_rows(rec)]
+
+
+def wire(page: SimpleNamespace) -> None:
+    """Connect Fill, Replay, the slider, Load, and Stop (components from ui.py)."""
+    run_inputs = [page.template, page.model_dd, page.strategy, page.group_size, page.threshold, page.custom_order,
+                  page.temperature, page.top_k, page.top_p, page.seed, page.story_state]
+    run_out = [page.result, page.caption, page.replay_sl, page.status, page.stats_df, page.filled,
+               page.order_plot, page.token_plot, page.download, page.run_state]
+    settings_out = [page.template, page.strategy, page.group_size, page.threshold, page.custom_order,
+                    page.temperature, page.top_k, page.top_p, page.seed]
+    skip_all = (gr.skip(),) * len(run_out)
+
+    def frame(rec, k, final=False):
+        """Outputs for frame k of a run; the heavier ones only on the final frame."""
+        n = len(rec["steps"])
+        out = [render.frame_spans(rec, k), render.md_escape(render.caption(rec, k)),
+               gr.update(maximum=max(n, 1), value=k, visible=n > 0)]
+        if not final:
+            return tuple(out) + (gr.skip(),) * (len(run_out) - 3)
+        st = rec["stats"]
+        done = (f"Done: {st['tokens']} tokens in {len(rec['steps'])} steps, {st['forward_passes']} forward "
+                f"passes, {st['decode_seconds']:.3f} s ({st['tokens_per_s'] or 0:.0f} tokens/s).")
+        return tuple(out) + (done, stats_table(rec), render.filled_text(rec), figures.order_figure(rec),
+                             figures.token_figure(rec), gr.update(value=run_file.save_run(rec), interactive=True),
+                             rec)
+
+    def animate(rec, speed, start=1):
+        delay = step_delay(speed, len(rec["steps"]))
+        for k in range(start, len(rec["steps"])):
+            if delay:
+                time.sleep(delay)
+            yield frame(rec, k)
+        if delay:
+            time.sleep(delay)
+        yield frame(rec, len(rec["steps"]), final=True)
+
+    def run_fill(*args):
+        *inputs, speed = args
+        try:
+            settings, enc, cfg, entry = prepare_run(*inputs)
+        except ValueError as e:
+            yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
+            return
+        # frame 0 at once; last run's numbers, plots and file cleared
+        yield frame(preview(settings, enc, entry), 0)[:3] + (
+            "Computing…", [], "", None, None, gr.update(value=None, interactive=False), gr.skip())
+        try:
+            rec = execute(settings, enc, cfg, entry)
+        except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
+            yield skip_all[:3] + (failure_md(e),) + skip_all[4:]
+            return
+        yield from animate(rec, speed)
+
+    def on_scrub(k, rec):
+        if not rec:
+            return gr.skip(), gr.skip(), gr.skip()
+        return render.frame_spans(rec, k), render.md_escape(render.caption(rec, k)), figures.order_figure(rec, k)
+
+    def replay(rec, speed):
+        if not rec:
+            yield skip_all[:3] + ("Nothing to replay yet: run something or load a run file.",) + skip_all[4:]
+            return
+        yield frame(rec, 0)
+        yield from animate(rec, speed)
+
+    def load_run(data, speed):
+        n_extra = len(settings_out)
+        try:
+            rec = run_file.from_json(data if data is not None else b"")
+        except ValueError as e:
+            yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
+            return
+        s = rec["settings"]
+        values = (s["template"], s["strategy"], s["group_size"], s["threshold"] or 0, s["custom_order"],
+                  s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
+        try:  # the settings go back into the widgets: hold them to the widgets' rules
+            settings_from_inputs(*values)
+        except ValueError as e:
+            yield skip_all[:3] + (error_md(f"the run file's settings are invalid: {e}"),) + skip_all[4:] + (
+                gr.skip(),) * n_extra
+            return
+        note = "Loaded the run file; replaying its recorded steps."
+        if rec["model"].get("path") not in {e.key for e in model_menu.available_models()}:
+            note = model_note_for_file(rec)
+        first = True
+        for out in replay(rec, speed):
+            if first:
+                out = out[:3] + (note,) + out[4:]
+            yield out + (values if first else (gr.skip(),) * len(values))
+            first = False
+
+    run_ev = page.run_btn.click(run_fill, run_inputs + [page.speed], run_out, concurrency_limit=8,
+                                concurrency_id="run", api_name="run", show_progress="minimal")
+    replay_ev = page.replay_btn.click(replay, [page.run_state, page.speed], run_out, concurrency_limit=8,
+                                      concurrency_id="run", api_name="replay")
+    load_ev = page.upload.upload(load_run, [page.upload, page.speed], run_out + settings_out,
+                                 concurrency_limit=8, concurrency_id="run", api_name="load_run")
+    page.replay_sl.input(on_scrub, [page.replay_sl, page.run_state], [page.result, page.caption, page.order_plot],
+                         trigger_mode="always_last", show_progress="hidden", api_name="scrub")
+    page.stop_btn.click(lambda: "Stopped.", None, page.status, cancels=[run_ev, replay_ev, load_ev], queue=False,
+                        api_visibility="private")

@@ -1,0 +1,117 @@
+"""The story area's events: typing, examples, selections in the blank editor, the helpers, the
+blanks table, the model menu. Every event returns the same five outputs (template, editor, blanks
+table, info line, per-user story state), computed by story.view; the editing rules are story.py's.
+"""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import gradio as gr
+
+from . import model_menu, story
+from .texts import error_md
+
+
+def show(template_text, state, key, custom="", note=""):
+    """The five story outputs for a template (story.view never raises: problems go to the info line)."""
+    tok, ctx = model_menu.tokenizer(key)
+    v = story.view(template_text, state or {}, tok, ctx, custom or "", note)
+    return v.template, gr.skip() if v.editor is None else v.editor, v.table, v.info, v.state
+
+
+def show_segments(segments, key, custom, note=""):
+    st = story.state_of(segments)
+    return show(st["template"], st, key, custom, note)
+
+
+def on_typed(template_text, state, key, custom):
+    state = dict(state or {})
+    old = state.get("originals") or []
+    try:  # typing elsewhere keeps what the blanks remember, if their number is unchanged
+        n = len(story.blanks_of(story.parse_template(template_text)))
+        if n == len(old):
+            state["template"] = story.clean_text(template_text)[0]
+    except ValueError:
+        pass
+    return show(template_text, state, key, custom)
+
+
+def on_editor(pieces, state, length, key, custom):
+    tok, _ = model_menu.tokenizer(key)
+    try:
+        n = int(length) if length else 0
+        if not 0 <= n <= 1024:
+            raise ValueError("the new blank length must be between 0 and 1024")
+        got = story.from_editor(pieces, state or {}, tok, n or None)
+    except ValueError as e:
+        return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
+    if got is None:  # our own render coming back: nothing to do
+        return (gr.skip(),) * 5
+    segments, note = got
+    return show_segments(segments, key, custom, note)
+
+
+def helper(kind: str):
+    """The event of one helper button: blank a sentence, blank a fraction of the words, restore."""
+    def fn(template_text, state, frac, key, custom):
+        tok, _ = model_menu.tokenizer(key)
+        try:
+            if kind == "sentence":
+                segments = story.random_sentence(template_text, state or {}, tok, random.Random())
+            elif kind == "words":
+                segments = story.fraction_of_words(template_text, state or {}, float(frac), tok, random.Random())
+            else:
+                segments, n = story.restore(template_text, state or {})
+                if not n:
+                    return show(template_text, state, key, custom,
+                                "No blank remembers its original text (blanks typed as [[N]] do not).")
+        except ValueError as e:
+            return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
+        return show_segments(segments, key, custom)
+    return fn
+
+
+def on_table(rows):
+    """Group numbers typed in the blanks table become the custom order."""
+    try:
+        groups = [int(float(r[4])) for r in (rows.values.tolist() if hasattr(rows, "values") else rows)]
+    except (TypeError, ValueError, IndexError):
+        return gr.skip(), gr.skip(), error_md("group numbers in the blanks table must be whole numbers")
+    return " ".join(map(str, groups)), "custom", gr.skip()
+
+
+def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
+    """Connect the story area's components (built by ui.story_column) to the handlers above."""
+    out = [page.template, page.editor, page.blanks_df, page.story_info, page.story_state]
+
+    def on_example(idx, key, custom):
+        if idx is None or not 0 <= int(idx) < len(examples):
+            return (gr.skip(),) * 5
+        text = examples[int(idx)][1]
+        return show(text, story.new_state(text), key, custom)
+
+    def on_model(key, template_text, state, custom):
+        return (model_menu.model_note(key),) + show(template_text, state, key, custom)
+
+    page.template.input(on_typed, [page.template, page.story_state, page.model_dd, page.custom_order], out,
+                        trigger_mode="always_last", show_progress="hidden", api_name="story")
+    page.ex_ds.click(on_example, [page.ex_ds, page.model_dd, page.custom_order], out, show_progress="hidden",
+                     api_name="example")
+    page.editor.change(on_editor, [page.editor, page.story_state, page.new_len, page.model_dd, page.custom_order],
+                       out, show_progress="hidden", api_name="editor")
+    helper_in = [page.template, page.story_state, page.frac_sl, page.model_dd, page.custom_order]
+    page.sent_btn.click(helper("sentence"), helper_in, out, api_name="blank_sentence")
+    page.words_btn.click(helper("words"), helper_in, out, api_name="blank_words")
+    page.restore_btn.click(helper("restore"), helper_in, out, api_name="restore")
+    page.frac_sl.change(lambda f: gr.update(value=f"Blank {round(float(f) * 100)}% of the words"), page.frac_sl,
+                        page.words_btn, show_progress="hidden", api_visibility="private")
+    page.model_dd.change(on_model, [page.model_dd, page.template, page.story_state, page.custom_order],
+                         [page.model_md] + out, api_visibility="private")
+    page.blanks_df.input(on_table, page.blanks_df, [page.custom_order, page.strategy, page.story_info],
+                         show_progress="hidden", api_visibility="private")
+    page.custom_order.input(lambda t, s, k, c: show(t, s, k, c)[2],
+                            [page.template, page.story_state, page.model_dd, page.custom_order],
+                            page.blanks_df, trigger_mode="always_last", show_progress="hidden",
+                            api_visibility="private")
+    page.dice.click(lambda: str(random.randrange(1_000_000)), None, page.seed, api_visibility="private")
