@@ -310,10 +310,10 @@ def test_diffusion_and_a3_stages_do_not_mix(corpus, tmp_path):
 def test_diffusion_config_matches_the_a3_budget():
     """configs/austen_tiny_diffusion.json: same model, data, batch and sequence length as the A3
     recipes, from their shared stage-0 base, with as many steps as the short A3 recipe's stages
-    (configs/austen_tiny_short.json, the budget of the equal-budget comparison)."""
+    (configs/experiments/austen_tiny_short_stage3.json, the budget of the equal-budget comparison)."""
     root = Path(__file__).resolve().parents[1] / "configs"
     full = json.loads((root / "austen_tiny.json").read_text())
-    short = json.loads((root / "austen_tiny_short.json").read_text())
+    short = json.loads((root / "experiments" / "austen_tiny_short_stage3.json").read_text())
     d = json.loads((root / "austen_tiny_diffusion.json").read_text())
     for k in ("data_dir", "seq_len", "batch_size", "n_layer", "hidden", "n_head", "n_kv_head", "intermediate"):
         assert d[k] == full[k] == short[k], f"{k} differs between the A3 recipes and the diffusion one"

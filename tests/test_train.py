@@ -128,12 +128,28 @@ def test_stage_score_first_false_trains_and_records_it(corpus, tmp_path):
 
 def test_shipped_recipe_is_stage0_then_the_from_base_config():
     """configs/austen_tiny.json (one run) is stage 0 followed by exactly the A3 stages of
-    configs/austen_tiny_infill_longest.json, the run that made assets/a3-austen-tiny from the base."""
+    configs/experiments/austen_tiny_from_shipped_base.json, the run that made assets/a3-austen-tiny from the base."""
     root = Path(__file__).resolve().parents[1] / "configs"
     full = json.loads((root / "austen_tiny.json").read_text())
-    from_base = json.loads((root / "austen_tiny_infill_longest.json").read_text())
+    from_base = json.loads((root / "experiments" / "austen_tiny_from_shipped_base.json").read_text())
     assert full["stages"][0]["sampler"] == "base", "the one-run recipe starts with stage 0"
     assert full["stages"][1:] == from_base["stages"], "the A3 stages must be the ones the shipped run used"
     assert from_base["base_model"] == "assets/austen-base-tiny", "the shipped run started from the shipped base"
     for k in ("seq_len", "batch_size", "n_layer", "hidden", "n_head", "n_kv_head", "intermediate", "data_dir"):
         assert full[k] == from_base[k], f"{k} differs between the one-run recipe and the from-base run"
+
+
+def test_every_config_parses_and_experiments_write_their_own_folder():
+    """configs/*.json (shipped recipes) and configs/experiments/*.json (what differs, in the name)
+    all load as TrainConfig, pass the recipe checks, and no two of them share an output folder."""
+    from model.training.recipe import check
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(root.glob("*.json")) + sorted((root / "experiments").glob("*.json"))
+    outs = {}
+    for p in paths:
+        cfg = TrainConfig.from_json(p)
+        check(cfg)
+        assert cfg.out_dir not in outs, f"{p.name} and {outs.get(cfg.out_dir)} both write to {cfg.out_dir}"
+        outs[cfg.out_dir] = p.name
+    assert len(list(root.glob("*.json"))) >= 3, "the shipped recipes stay at the top of configs/"

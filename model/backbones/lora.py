@@ -8,7 +8,7 @@
 peft's `inject_adapter_in_model` swaps each targeted nn.Linear of `model.base` for a LoRA Linear
 in place, under the same attribute name. two_stream_walk calls `attn.q_proj(...)` etc. on the
 concatenated [content; query] rows, so both streams go through the same adapted projections,
-as they share the base's projections (DESIGN.md, "Two streams"). LoRA's B starts at zero: a
+as they share the base's projections (docs/DESIGN.md, "Two streams over a pretrained decoder"). LoRA's B starts at zero: a
 fresh adapter is exactly the base.
 
 An adapter checkpoint is a directory:
@@ -24,12 +24,14 @@ float rounding (~1e-6). Training and resuming use merge=False.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -119,6 +121,21 @@ def base_tokenizer(ref: str):
         hint = "run `python -m model.smollm fetch`" if ref == smollm.REF else "save the tokenizer beside the base"
         raise FileNotFoundError(f"no tokenizer for base {ref!r} at {path}; {hint}")
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module):
+    """Run the wrapped base as it was before the adapter: peft's own switch on every LoRA layer
+    (BaseTunerLayer.enable_adapters, what PeftModel.disable_adapter uses), restored on exit."""
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    was = [m.disable_adapters for m in layers]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m, off in zip(layers, was):
+            m.enable_adapters(not off)
 
 
 def merge_lora(model: A3Model) -> A3Model:

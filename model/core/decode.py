@@ -1,4 +1,4 @@
-"""Cached group-wise decoding as a generator of step events (docs/DESIGN.md, "Decoding").
+"""Cached group-wise decoding as a generator of step events (docs/DESIGN.md, "Decoding: one walk per step, with a cache").
 
     for step in decode(model, input_ids, blank_mask, DecodeConfig(...), tokenizer): ...
 

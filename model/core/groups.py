@@ -1,7 +1,7 @@
 """Groupings: group ids <-> attention masks, inference orders, and training samplers.
 
 A grouping assigns every position i an integer g(i); groups are generated in increasing g and
-the positions of one group in parallel (DESIGN.md, "The factorization"). This file holds:
+the positions of one group in parallel (docs/DESIGN.md, "The factorization"). This file holds:
 
 - the two masks of the two-stream forward, built from group ids (no Python loop over positions):
       content_mask[i, j] = g(j) <= g(i)      query_mask[i, j] = g(j) < g(i)

@@ -5,7 +5,7 @@
 
 The app, the evaluation and the benchmark read a run through these two, so "the filled text",
 "the grouping the run took" and "the run's own log-likelihood" have one definition each
-(docs/DESIGN.md, "Decoding"). Nothing here runs a model.
+(docs/DESIGN.md, "Decoding: one walk per step, with a cache"). Nothing here runs a model.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     python -m model.bench --preset small --out bench.md
     python -m model.bench --device cuda --dtype bf16 --model assets/<checkpoint>
 
-The sequence is BOS + L/2 context tokens + N blanks + L/2 context tokens. Systems (DESIGN.md,
+The sequence is BOS + L/2 context tokens + N blanks + L/2 context tokens. Systems (docs/DESIGN.md,
 "Rules that keep it fast"), all greedy and all on the same weights:
 
   A3 cached          model.core.decode.decode, use_cache=True: committed content K/V are cached, one

@@ -1,36 +1,41 @@
-"""The pieces of one training step and of the loop's bookkeeping (model/train.py runs them):
-what a stage's sampler spec means, a batch of groupings, the loss, held-out evaluation and the
-atomic `out/last` checkpoint a restart resumes from."""
+"""The pieces of one training step: the rows of a batch, their groupings, and the loss.
+
+    TrainData(cfg, tokenizer)                 packed rows of every corpus of the recipe; .batch(rng, n)
+    grouping_batch(sampler, rows, T, rng)     (rows, T) group ids, one grouping per sequence
+    stage_loss(model, ids, g, score_first)    mean NLL of a causal LM (g None) or of A3 under g
+    anchor_kl(model, ids, a3_logits)          KL(base || A3) per token on a left-to-right batch
+
+The loop (loop.py) calls them; nothing here saves or logs.
+"""
 from __future__ import annotations
 
-import json
 import random
-import shutil
-from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+import torch.nn.functional as F
 
+from model.backbones.lora import adapters_disabled
 from model.core.a3 import A3Model
-from model.core.groups import make_sampler
-from model.backbones.lora import is_adapter, save_adapter
+from model.corpus.austen import load_packed
 
 
-def stage_kind(spec: str) -> str:
-    """What a stage trains: "base" (causal LM), "diffusion" (DiffusionLM) or "a3"."""
-    if spec == "base":
-        return "base"
-    return "diffusion" if spec.partition(":")[0] == "diffusion" else "a3"
+class TrainData:
+    """Training rows of the recipe's corpora, drawn by their shares; held-out rows of each."""
 
+    def __init__(self, corpora: dict[str, float], seq_len: int, tokenizer, eval_rows: int):
+        self.names = list(corpora)
+        self.shares = [corpora[n] for n in self.names]
+        self.train = [load_packed(d, "train", seq_len, tokenizer) for d in self.names]
+        # (eval_rows * corpora, seq_len): the first eval_rows held-out rows of every corpus
+        self.eval = torch.cat([load_packed(d, "eval", seq_len, tokenizer)[:eval_rows] for d in self.names])
 
-def anneal_ratio(spec: str, step: int) -> float:
-    """Attention openness of a diffusion stage at `step`: "diffusion:N" grows linearly from causal
-    (0) to full (1) over N steps (DiffuGPT's annealing); plain "diffusion" is full from the start."""
-    arg = spec.partition(":")[2]
-    if arg and not arg.isdigit():
-        raise ValueError(f"diffusion stage spec must be 'diffusion' or 'diffusion:N' (N annealing steps); got {spec!r}")
-    n = int(arg or 0)
-    return 1.0 if n == 0 else min(1.0, step / n)
+    def batch(self, rng: random.Random, n: int) -> torch.Tensor:
+        """(n, seq_len) rows; a single corpus draws exactly as the one-corpus trainer always did."""
+        if len(self.train) == 1:
+            rows = self.train[0]
+            return rows[torch.tensor([rng.randrange(len(rows)) for _ in range(n)])]
+        picks = rng.choices(range(len(self.train)), weights=self.shares, k=n)
+        return torch.stack([self.train[c][rng.randrange(len(self.train[c]))] for c in picks])
 
 
 def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torch.Tensor:
@@ -41,67 +46,33 @@ def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torc
     return g
 
 
-def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True) -> torch.Tensor:
+def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True,
+               return_logits: bool = False):
     """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g (B, T).
 
     score_first=False leaves out each sequence's first group, whose tokens are predicted from the
     BOS alone: the loss is then the conditional -log p(x_rest | x_first group) per scored token,
-    which for the block-context infilling pattern is the infilling likelihood itself."""
+    which for the block-context infilling pattern is the infilling likelihood itself.
+    return_logits: (loss, A3 logits (B, T, V)) for the anchor."""
     if g is None:
         return model(input_ids=ids, labels=ids).loss
     labels = A3Model.default_labels(ids)
     if not score_first:
         first = g[:, 1:].min(dim=1, keepdim=True).values  # (B, 1) the group decoded first
         labels[g == first] = -100
-    return model(ids, g, labels=labels).loss
+    out = model(ids, g, labels=labels)
+    return (out.loss, out.logits) if return_logits else out.loss
 
 
-@torch.no_grad()
-def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int,
-             score_first: bool = True) -> dict:
-    """Held-out NLL per token under the stage's grouping and loss (fixed seed) and, for A3, the
-    full left-to-right NLL."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = {}
-    if stage_kind(sampler_spec) == "diffusion":
-        # MC ELBO bound per token (an upper bound on NLL), full attention, fixed masks
-        gen, tot = torch.Generator().manual_seed(seed), 0.0
-        for i in range(0, len(eval_ids), batch):
-            ids = eval_ids[i:i + batch].to(dev)
-            tot += model(ids, generator=gen).loss.item() * len(ids)
-        model.train()
-        return {"nll_bound": tot / len(eval_ids)}
-    specs = [("nll", None)] if sampler_spec == "base" else [("nll", sampler_spec), ("nll_ar", "ar")]
-    for key, spec in specs:
-        rng, tot = random.Random(seed), 0.0
-        for i in range(0, len(eval_ids), batch):
-            ids = eval_ids[i:i + batch].to(dev)
-            g = None if spec is None else grouping_batch(make_sampler(spec), len(ids), ids.shape[1], rng).to(dev)
-            tot += stage_loss(model, ids, g, score_first or spec == "ar").item() * len(ids)
-        out[key] = tot / len(eval_ids)
-    model.train()
-    return out
+def anchor_kl(model, ids: torch.Tensor, a3_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over predicted tokens of KL(p_base || p_A3), for a batch scored left to right.
 
-
-def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: int, tokens: int,
-               elapsed: float, rng: random.Random, tokenizer, is_a3: bool, diffusion: bool = False) -> None:
-    """Write out/last atomically: weights, optimizer, position in the recipe, RNG."""
-    if not acc.is_main_process:
-        return
-    tmp = out / "last.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    net = acc.unwrap_model(model)
-    if is_adapter(net):
-        save_adapter(net, tmp, tokenizer=tokenizer)
-    else:
-        net.save_pretrained(tmp, tokenizer=tokenizer) if is_a3 or diffusion else net.save_pretrained(tmp)
-    # at a stage boundary the next stage starts a fresh optimizer, so none is kept
-    torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
-    prog = {"stage": stage_idx, "step": step, "tokens": tokens, "elapsed": elapsed, "a3": is_a3}
-    if diffusion:  # only diffusion runs carry the key: A3 runs keep their format
-        prog["diffusion"] = True
-    (tmp / "progress.json").write_text(json.dumps(prog))
-    shutil.rmtree(out / "last", ignore_errors=True)
-    tmp.rename(out / "last")
+    p_base(x_i | x_<i) is the base's own next-token distribution: the same network with its LoRA
+    adapter disabled (no second model in memory), read at position i-1; A3's logit at position i
+    predicts token i under singleton groups left to right (the query stream sees x_<i)."""
+    net = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    with torch.no_grad(), adapters_disabled(net):
+        base_logits = net.base(input_ids=ids).logits.float()  # (B, T, V)
+    log_p = F.log_softmax(base_logits[:, :-1], dim=-1)  # predicts tokens 1..T-1
+    log_q = F.log_softmax(a3_logits[:, 1:].float(), dim=-1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="sum") / log_q[..., 0].numel()
