@@ -1,6 +1,7 @@
 """Cached group-wise decoding as a generator of step events (docs/DESIGN.md, "Decoding: one walk per step, with a cache").
 
     for step in decode(model, input_ids, blank_mask, DecodeConfig(...), tokenizer): ...
+    traces = run_batch(model, [(ids, mask), ...], [cfg, ...], tokenizer)   # B rows, one walk per step
 
 input_ids is one BOS-first sequence; blank_mask marks the positions to generate (their ids are
 ignored). Strategies:
@@ -12,7 +13,13 @@ ignored). Strategies:
 
 One step is one walk through the layers (two_stream_walk): the tokens committed last step are
 appended to the K/V cache as a new group, and in the same walk the next targets' queries attend
-to everything committed. The visible text is encoded once, in the first walk, with the context
+to everything committed. Several rows (candidates of one story: other seeds, orders, group sizes
+or blank lengths) decode in one batch: each walk carries every row's new content rows and
+targets, padded to the longest, with padding invisible as keys; each row keeps its own plan,
+sampler and grouping, so it equals its own single-row decode. Blanks never receive a special,
+added or control token (sampling.excluded_ids): those ids are removed before sampling and
+before any dynamic score, while the probabilities reported stay the model's own and each step
+records the mass the exclusion took. The visible text is encoded once, in the first walk, with the context
 grouping (groups.group_ids_from_order). use_cache=False recomputes both streams over the whole
 sequence every step instead (the reference code's cost; the oracle in tests and the benchmark).
 """
@@ -24,8 +31,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .groups import BOS_GROUP, FIXED_ORDERS, fixed_order, group_ids_from_order
-from .sampling import Sampler, SamplingConfig
+from .groups import BOS_GROUP, FIXED_ORDERS, PAD_GROUP, fixed_order, group_ids_from_order
+from .sampling import Sampler, SamplingConfig, excluded_ids
 from .trace import Trace, apply_steps
 from .two_stream import KVCache, two_stream_walk
 
@@ -43,6 +50,7 @@ class DecodeConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     n_alternatives: int = 5  # top-k alternatives recorded per generated token
     use_cache: bool = True  # False: full two-stream recompute every step (benchmark / oracle)
+    exclude_special: bool = True  # blanks never receive special, added or control tokens
 
 
 @dataclass
@@ -58,6 +66,7 @@ class Step:
     forward_passes: int  # walks through the layers so far
     elapsed: float  # seconds since decoding started
     pending: int  # blanks still open after this step
+    excluded_mass: list[float] = field(default_factory=list)  # model probability on excluded ids, per position
 
 
 def validate(input_ids: Sequence[int] | torch.Tensor, blank_mask: Sequence[bool] | torch.Tensor,
@@ -107,94 +116,198 @@ def _scores(strategy: str, probs: torch.Tensor, logp: torch.Tensor, sampler: Sam
         top2 = probs.topk(2, dim=-1).values
         return top2[:, 0] - top2[:, 1]
     if strategy == "entropy":
-        return (probs * logp).sum(-1)  # -H
+        return (probs * logp).nan_to_num().sum(-1)  # -H (excluded ids: 0 * -inf counts as 0)
     return sampler.uniform(probs.shape[0]).to(probs.device)
 
 
+class _Row:
+    """One sequence's decoding state: its request, plan, sampler, grouping and open blanks."""
+
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, cfg: DecodeConfig, dev):
+        self.cfg, self.T = cfg, ids.numel()
+        self.ids, self.mask = ids.to(dev), mask
+        self.blanks = mask.nonzero().flatten().tolist()
+        self.visible = (~mask).nonzero().flatten().tolist()
+        self.sampler = Sampler(cfg.sampling, dev)
+        self.dynamic = cfg.strategy in DYNAMIC_ORDERS
+        plan = None if self.dynamic else fixed_order(cfg.strategy, self.blanks, cfg.group_size, cfg.sampling.seed,
+                                                     cfg.custom_groups)
+        self.plan = None if plan is None else [torch.tensor(grp, device=dev) for grp in plan]
+        # context grouping: BOS_GROUP, then group ids for visible tokens; blank groups follow
+        self.g = group_ids_from_order(self.T, self.visible, [self.blanks], cfg.context).to(dev)  # (T,)
+        self.next_group = int(self.g[mask].max())  # the first blank group's id
+        self.open = mask.to(dev).clone()  # (T,) blanks not yet committed
+        self.new_rows = torch.tensor(self.visible, device=dev)  # content rows to append in the next walk
+        self.step = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.open.any())
+
+    def targets(self) -> torch.Tensor:
+        """(M,) the positions queried this step: every open blank (dynamic) or the plan's next group."""
+        return self.open.nonzero().flatten() if self.dynamic else self.plan[self.step]
+
+
+def _pad(rows: list[torch.Tensor], fill: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-D tensors of different lengths: (B, L) values and (B, L) validity."""
+    L = max(1, max(r.numel() for r in rows))
+    out = torch.full((len(rows), L), fill, dtype=torch.long, device=dev)
+    valid = torch.zeros(len(rows), L, dtype=torch.bool, device=dev)
+    for b, r in enumerate(rows):
+        out[b, :r.numel()] = r
+        valid[b, :r.numel()] = True
+    return out, valid
+
+
+def _walk_cached(model, rows: list[_Row], tgts: list[torch.Tensor], cache: KVCache) -> torch.Tensor:
+    """One walk for every row: append each row's new content rows, query its targets. (B, M, V)."""
+    dev = model.device
+    news = [r.new_rows if r.active else r.new_rows[:0] for r in rows]
+    h_pos, h_valid = _pad(news, 0, dev)  # (B, N)
+    ids = torch.stack([r.ids[p] for r, p in zip(rows, h_pos)])  # (B, N), padding reads the BOS
+    h_groups = torch.stack([r.g[p] for r, p in zip(rows, h_pos)]).masked_fill(~h_valid, PAD_GROUP)
+    q_pos, _ = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
+    q_groups = torch.tensor([r.next_group for r in rows], device=dev)[:, None].expand_as(q_pos)
+    q_states, _ = two_stream_walk(model.base, model.embed(ids), h_pos, h_groups, h_valid,
+                                  model.query_input(len(rows), q_pos.shape[1]), q_pos, q_groups, cache=cache)
+    return model.head(q_states)
+
+
+def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tensor:
+    """Full recompute: every position of every row, both streams (the oracle). (B, M, V)."""
+    dev = model.device
+    Tm = max(r.T for r in rows)
+    ids = torch.zeros(len(rows), Tm, dtype=torch.long, device=dev)
+    g = torch.zeros_like(ids)
+    real = torch.zeros_like(ids, dtype=torch.bool)
+    for b, (r, tgt) in enumerate(zip(rows, tgts)):
+        g_full = r.g.clone()
+        g_full[r.open] = r.next_group + 1  # blanks not queried now sit in a later group
+        g_full[tgt] = r.next_group
+        ids[b, :r.T], g[b, :r.T], real[b, :r.T] = r.ids, g_full, True
+    logits = model(ids, g, attention_mask=real).logits  # (B, Tm, V)
+    q_pos, _ = _pad(tgts, 0, dev)
+    return logits.gather(1, q_pos[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+def _commit(row: _Row, tgt: torch.Tensor, logits: torch.Tensor, excl: torch.Tensor | None, tokenizer,
+            passes: int, t0: float) -> Step:
+    """Choose and commit this step's tokens of one row (logits (M, V) at its targets)."""
+    cfg = row.cfg
+    logp = torch.log_softmax(logits, dim=-1)  # the model's own distribution, reported as is
+    probs = logp.exp()
+    if excl is not None and excl.numel():
+        masked = logits.index_fill(-1, excl, float("-inf"))  # what may be chosen and scored
+        excluded = probs[:, excl].sum(-1)
+        sel_logp = torch.log_softmax(masked, dim=-1)
+    else:
+        masked, excluded, sel_logp = logits, torch.zeros(logits.shape[0], device=logits.device), logp
+    chosen = row.sampler.choose(masked)  # (M,)
+    if row.dynamic:
+        sel_probs = sel_logp.exp()
+        scores = _scores(cfg.strategy, sel_probs, sel_logp, row.sampler)
+        if cfg.threshold is not None:
+            keep = sel_probs.max(-1).values >= cfg.threshold
+            if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
+                keep[scores.argmax()] = True
+            sel = keep.nonzero().flatten()
+        else:
+            sel = scores.topk(min(cfg.group_size, tgt.numel())).indices
+        sel = sel.sort().values
+    else:
+        sel = torch.arange(tgt.numel(), device=tgt.device)
+    pos, tok = tgt[sel], chosen[sel]
+    row.ids[pos] = tok
+    row.g[pos] = row.next_group
+    row.open[pos] = False
+    row.new_rows, row.next_group = pos, row.next_group + 1
+    p_sel, lp_sel = probs[sel], logp[sel]
+    n_alt = min(cfg.n_alternatives, p_sel.shape[-1])
+    top = p_sel.topk(n_alt, dim=-1) if n_alt else None
+    tok_l = tok.tolist()
+    step = Step(
+        index=row.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
+        probs=p_sel.gather(-1, tok[:, None]).squeeze(-1).tolist(),
+        alternatives=[] if top is None else [
+            list(zip(_text(tokenizer, i), v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
+        entropy=(-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist(),
+        forward_passes=passes, elapsed=time.perf_counter() - t0, pending=int(row.open.sum()),
+        excluded_mass=excluded[sel].tolist())
+    row.step += 1
+    return step
+
+
 @torch.no_grad()
-def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None,
-           tokenizer=None) -> Iterator[Step]:
-    """Fill the blanks of one sequence group by group, yielding a Step per group committed."""
-    cfg = cfg or DecodeConfig()
-    ids, mask = validate(input_ids, blank_mask, cfg, getattr(model.config, "max_position_embeddings", None))
+def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | DecodeConfig | None = None,
+                 tokenizer=None) -> Iterator[list[Step | None]]:
+    """Fill the blanks of B sequences together, one walk per step for all of them.
+
+    requests: (input_ids, blank_mask) per row; cfgs: one DecodeConfig per row, or one for all.
+    Yields, per walk, a list with each row's Step (None for rows already finished)."""
+    if not requests:
+        raise ValueError("give at least one (input_ids, blank_mask) row to decode")
+    cfgs = [cfgs or DecodeConfig()] * len(requests) if not isinstance(cfgs, (list, tuple)) else list(cfgs)
+    if len(cfgs) != len(requests):
+        raise ValueError(f"got {len(cfgs)} decode configs for {len(requests)} rows; give one per row or one for all")
+    if len({c.use_cache for c in cfgs}) > 1:
+        raise ValueError("rows of one batch must all use the cache or all recompute")
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    checked = [validate(ids, mask, cfg, max_pos) for (ids, mask), cfg in zip(requests, cfgs)]
     t0 = time.perf_counter()
     dev = model.device
-    ids = ids.to(dev)
-    T = ids.numel()
-    blanks = mask.nonzero().flatten().tolist()
-    visible = (~mask).nonzero().flatten().tolist()
-    sampler = Sampler(cfg.sampling, dev)
-    dynamic = cfg.strategy in DYNAMIC_ORDERS
-    plan = None if dynamic else fixed_order(cfg.strategy, blanks, cfg.group_size, cfg.sampling.seed,
-                                            cfg.custom_groups)
-    # context grouping: BOS_GROUP, then group ids for visible tokens; blank groups follow
-    ctx_g = group_ids_from_order(T, visible, [blanks], cfg.context).to(dev)
-    next_group = int(ctx_g[mask].max())  # the first blank group's id
-    open_ = mask.to(dev).clone()  # (T,) blanks not yet committed
-    plan_t = None if dynamic else [torch.tensor(grp, device=dev) for grp in plan]
-    g = ctx_g.clone()  # (T,) full grouping so far; blanks hold next_group until committed
-    cache = KVCache.empty(model.base, 1, T, dev, model.w.dtype) if cfg.use_cache else None
-    new_rows = torch.tensor(visible, device=dev)  # content rows to append in the next walk
-    passes, step = 0, 0
-    while bool(open_.any()):
-        tgt = open_.nonzero().flatten() if dynamic else plan_t[step]  # (M,) target positions
-        if cache is not None:
-            q_states, _ = two_stream_walk(
-                model.base, model.embed(ids[new_rows])[None], new_rows[None], g[new_rows][None],
-                torch.ones(1, new_rows.numel(), dtype=torch.bool, device=dev),
-                model.query_input(1, tgt.numel()), tgt[None],
-                torch.full((1, tgt.numel()), next_group, device=dev), cache=cache)
-            logits = model.head(q_states)[0]  # (M, V)
-        else:
-            # full recompute: every position, both streams; later blanks sit in a later group
-            g_full = g.clone()
-            g_full[open_] = next_group + 1
-            g_full[tgt] = next_group
-            logits = model(ids[None], g_full[None]).logits[0, tgt]
+    rows = [_Row(ids, mask, cfg, dev) for (ids, mask), cfg in zip(checked, cfgs)]
+    V = model.config.vocab_size
+    excl = excluded_ids(tokenizer, V, model.config).to(dev)
+    cache = None
+    if cfgs[0].use_cache:  # slots: the longest visible text, then at most every row's blanks (padding)
+        slots = max(len(r.visible) for r in rows) + sum(len(r.blanks) for r in rows)
+        cache = KVCache.empty(model.base, len(rows), slots, dev, model.w.dtype)
+    passes = 0
+    while any(r.active for r in rows):
+        tgts = [r.targets() if r.active else r.new_rows[:0] for r in rows]
+        logits = _walk_cached(model, rows, tgts, cache) if cache is not None else _walk_full(model, rows, tgts)
         passes += 1
-        logp = torch.log_softmax(logits, dim=-1)
-        probs = logp.exp()
-        chosen = sampler.choose(logits)  # (M,)
-        if dynamic:
-            scores = _scores(cfg.strategy, probs, logp, sampler)
-            if cfg.threshold is not None:
-                keep = probs.max(-1).values >= cfg.threshold
-                if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
-                    keep[scores.argmax()] = True
-                sel = keep.nonzero().flatten()
-            else:
-                sel = scores.topk(min(cfg.group_size, tgt.numel())).indices
-            sel = sel.sort().values
-        else:
-            sel = torch.arange(tgt.numel(), device=dev)
-        pos = tgt[sel]
-        tok = chosen[sel]
-        ids[pos] = tok
-        g[pos] = next_group
-        open_[pos] = False
-        new_rows, next_group = pos, next_group + 1
-        p_sel, lp_sel = probs[sel], logp[sel]
-        n_alt = min(cfg.n_alternatives, p_sel.shape[-1])
-        top = p_sel.topk(n_alt, dim=-1) if n_alt else None
-        tok_l = tok.tolist()
-        yield Step(
-            index=step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
-            probs=p_sel.gather(-1, tok[:, None]).squeeze(-1).tolist(),
-            alternatives=[] if top is None else [
-                list(zip(_text(tokenizer, i), v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
-            entropy=(-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist(),
-            forward_passes=passes, elapsed=time.perf_counter() - t0, pending=int(open_.sum()))
-        step += 1
+        out: list[Step | None] = []
+        for b, (r, tgt) in enumerate(zip(rows, tgts)):
+            if tgt.numel() == 0:
+                out.append(None)
+                continue
+            out.append(_commit(r, tgt, logits[b, :tgt.numel()], excl if r.cfg.exclude_special else None,
+                               tokenizer, r.step + 1, t0))
+        yield out
+
+
+def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer=None) -> Iterator[Step]:
+    """Fill the blanks of one sequence group by group, yielding a Step per group committed."""
+    for steps in decode_batch(model, [(input_ids, blank_mask)], [cfg or DecodeConfig()], tokenizer):
+        yield steps[0]
 
 
 def run(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer=None,
         spans: list[list[int]] | None = None) -> Trace:
     """Decode to the end and return the Trace (spans: each blank's positions, when blanks touch)."""
-    cfg = cfg or DecodeConfig()
-    ids = torch.as_tensor(input_ids, dtype=torch.long).flatten().tolist()
-    mask = torch.as_tensor(blank_mask, dtype=torch.bool).flatten().tolist()
-    return Trace(ids, mask, list(decode(model, input_ids, blank_mask, cfg, tokenizer)), cfg.context, spans)
+    return run_batch(model, [(input_ids, blank_mask)], [cfg or DecodeConfig()], tokenizer,
+                     None if spans is None else [spans])[0]
 
 
-__all__ = ["DecodeConfig", "Step", "Trace", "apply_steps", "decode", "run", "validate", "STRATEGIES", "DYNAMIC_ORDERS",
-           "FIXED_ORDERS", "BOS_GROUP"]
+def run_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | DecodeConfig | None = None,
+              tokenizer=None, spans: Sequence[list[list[int]] | None] | None = None) -> list[Trace]:
+    """decode_batch to the end: one Trace per row (spans: each row's blank positions, or None)."""
+    cfgs = [cfgs or DecodeConfig()] * len(requests) if not isinstance(cfgs, (list, tuple)) else list(cfgs)
+    steps: list[list[Step]] = [[] for _ in requests]
+    for walk in decode_batch(model, requests, cfgs, tokenizer):
+        for b, s in enumerate(walk):
+            if s is not None:
+                steps[b].append(s)
+    spans = spans or [None] * len(requests)
+    out = []
+    for (ids, mask), cfg, st, sp in zip(requests, cfgs, steps, spans):
+        ids = torch.as_tensor(ids, dtype=torch.long).flatten().tolist()
+        mask = torch.as_tensor(mask, dtype=torch.bool).flatten().tolist()
+        out.append(Trace(ids, mask, st, cfg.context, sp))
+    return out
+
+
+__all__ = ["DecodeConfig", "Step", "Trace", "apply_steps", "decode", "decode_batch", "run", "run_batch", "validate",
+           "STRATEGIES", "DYNAMIC_ORDERS", "FIXED_ORDERS", "BOS_GROUP"]

@@ -1,13 +1,18 @@
-"""Token choice for decoding: greedy or sampled with temperature / top-k / top-p, seeded.
+"""Token choice for decoding: which tokens a blank may receive, and greedy or sampled choice
+with temperature / top-k / top-p, seeded.
+
+    excluded_ids(tokenizer, vocab_size, config)   ids a blank never receives (special, added, control)
+    Sampler(cfg).choose(logits)                   one token per row
 
 The warpers are transformers' own (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper);
 this file only validates the settings and draws from a seeded torch.Generator so that a run is
 reproducible. Probabilities reported to the user are always the model's own (temperature 1,
-no truncation): they are what the likelihood is made of.
+no truncation, nothing excluded): they are what the likelihood is made of.
 """
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 import torch
@@ -70,3 +75,32 @@ class Sampler:
     def uniform(self, n: int) -> torch.Tensor:
         """n uniform draws from the run's generator (for random scores and orders)."""
         return torch.rand(n, generator=self.gen)
+
+
+_EXCLUDED: dict[tuple[int, int], torch.Tensor] = {}  # (id(tokenizer), vocab size) -> ids, computed once
+
+
+def _control(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in text)
+
+
+def excluded_ids(tokenizer, vocab_size: int, config=None) -> torch.Tensor:
+    """(K,) sorted token ids a blank must never receive.
+
+    With a tokenizer: every id it calls special (BOS, EOS, pad, mask, unk), every added token (chat
+    markers such as <|im_start|>), every id whose text contains a control or format character
+    (newline and tab included: a blank is a span of running text), and the ids past the
+    tokenizer's vocabulary that the embedding matrix pads with. Without one: the model config's
+    BOS, EOS and pad ids."""
+    if tokenizer is None:
+        ids = {getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        return torch.tensor(sorted(i for i in ids if isinstance(i, int) and 0 <= i < vocab_size), dtype=torch.long)
+    key = (id(tokenizer), vocab_size)
+    if key not in _EXCLUDED:
+        ids = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+        n = min(len(tokenizer), vocab_size)
+        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        ids |= {i for i, t in enumerate(texts) if _control(t)}
+        ids |= set(range(n, vocab_size))
+        _EXCLUDED[key] = torch.tensor(sorted(i for i in ids if 0 <= i < vocab_size), dtype=torch.long)
+    return _EXCLUDED[key]
