@@ -27,7 +27,7 @@ def test_every_system_fills_the_blank():
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     for s in bench.SYSTEMS:
         assert any(line.startswith(f"| {s.name} | {s.k} |") for line in rows), f"no table row for {s.key}"
-    assert text.count("| yes |") + text.count("| NO |") == 3, "the three target ratios must be reported"
+    assert text.count("| yes |") + text.count("| NO |") == 4, "the four target ratios must be reported"
     assert "NO" not in "\n".join(bench.checks(results)), f"a sanity check failed:\n{text}"
 
 
@@ -67,5 +67,5 @@ def test_cli_writes_the_table(tmp_path):
                        "--systems", "cached-l2r-1", "--threads", "1", "--clock", "cpu", "--out", str(out)])
     assert out.read_text() == text
     assert "| A3 cached, left_to_right | 1 | 4 | 4 |" in text, text
-    assert text.count("| n/a |") == 6, text  # value and verdict of each of the three targets
+    assert text.count("| n/a |") == 8, text  # value and verdict of each of the four targets
     assert "clock: process CPU time" in text and "benchmark processes: [1]" in text, text

@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .groups import BOS_GROUP, FIXED_ORDERS, PAD_GROUP, fixed_order, group_ids_from_order
-from .sampling import Sampler, SamplingConfig, excluded_ids
+from .sampling import Sampler, SamplingConfig, choose_rows, excluded_ids
 from .trace import Trace, apply_steps
 from .two_stream import KVCache, two_stream_walk
 
@@ -102,22 +102,14 @@ def validate(input_ids: Sequence[int] | torch.Tensor, blank_mask: Sequence[bool]
     return ids, mask
 
 
+_TEXTS: dict[int, dict[int, str]] = {}  # id(tokenizer) -> {token id: its text}, filled as tokens appear
+
+
 def _text(tokenizer, ids: list[int]) -> list[str]:
     if tokenizer is None:
         return [f"<{i}>" for i in ids]
-    return [tokenizer.decode([i]) for i in ids]
-
-
-def _scores(strategy: str, probs: torch.Tensor, logp: torch.Tensor, sampler: Sampler) -> torch.Tensor:
-    """(M,) how ready each pending blank is; higher is committed first (Algorithm 2)."""
-    if strategy == "confidence":
-        return probs.max(-1).values
-    if strategy == "margin":
-        top2 = probs.topk(2, dim=-1).values
-        return top2[:, 0] - top2[:, 1]
-    if strategy == "entropy":
-        return (probs * logp).nan_to_num().sum(-1)  # -H (excluded ids: 0 * -inf counts as 0)
-    return sampler.uniform(probs.shape[0]).to(probs.device)
+    known = _TEXTS.setdefault(id(tokenizer), {})
+    return [known[i] if i in known else known.setdefault(i, tokenizer.decode([i])) for i in ids]
 
 
 class _Row:
@@ -138,11 +130,15 @@ class _Row:
         self.next_group = int(self.g[mask].max())  # the first blank group's id
         self.open = mask.to(dev).clone()  # (T,) blanks not yet committed
         self.new_rows = torch.tensor(self.visible, device=dev)  # content rows to append in the next walk
-        self.step = 0
+        self.step = self.passes = 0
 
     @property
     def active(self) -> bool:
         return bool(self.open.any())
+
+    def context_key(self) -> tuple:
+        """Rows with equal keys encode their visible text identically (shareable K/V)."""
+        return tuple(self.visible), tuple(self.ids[self.visible].tolist()), self.cfg.context
 
     def targets(self) -> torch.Tensor:
         """(M,) the positions queried this step: every open blank (dynamic) or the plan's next group."""
@@ -160,18 +156,34 @@ def _pad(rows: list[torch.Tensor], fill: int, dev) -> tuple[torch.Tensor, torch.
     return out, valid
 
 
-def _walk_cached(model, rows: list[_Row], tgts: list[torch.Tensor], cache: KVCache) -> torch.Tensor:
-    """One walk for every row: append each row's new content rows, query its targets. (B, M, V)."""
+def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[torch.Tensor], cache: KVCache,
+                 content_out: bool = False) -> torch.Tensor:
+    """One walk: append each row's new content rows to the cache, query its targets. (B, M, V)."""
     dev = model.device
-    news = [r.new_rows if r.active else r.new_rows[:0] for r in rows]
     h_pos, h_valid = _pad(news, 0, dev)  # (B, N)
     ids = torch.stack([r.ids[p] for r, p in zip(rows, h_pos)])  # (B, N), padding reads the BOS
     h_groups = torch.stack([r.g[p] for r, p in zip(rows, h_pos)]).masked_fill(~h_valid, PAD_GROUP)
     q_pos, _ = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
     q_groups = torch.tensor([r.next_group for r in rows], device=dev)[:, None].expand_as(q_pos)
     q_states, _ = two_stream_walk(model.base, model.embed(ids), h_pos, h_groups, h_valid,
-                                  model.query_input(len(rows), q_pos.shape[1]), q_pos, q_groups, cache=cache)
+                                  model.query_input(len(rows), q_pos.shape[1]), q_pos, q_groups, cache=cache,
+                                  content_out=content_out)
     return model.head(q_states)
+
+
+def _shared_context(model, rows: list[_Row], slots: int) -> KVCache:
+    """Encode each distinct visible text once (one walk), then give every row a copy of its K/V:
+    candidates of one story share their context instead of encoding it B times."""
+    keys = [r.context_key() for r in rows]
+    uniq = list(dict.fromkeys(keys))
+    first = [keys.index(k) for k in uniq]
+    reps = [rows[i] for i in first]
+    cache = KVCache.empty(model.base, len(reps), max(len(r.visible) for r in reps), model.device, model.w.dtype)
+    bos = [r.new_rows[:1] for r in reps]  # one harmless query per row; its logits are not read
+    _walk_cached(model, reps, [r.new_rows for r in reps], bos, cache)
+    for r in rows:
+        r.new_rows, r.passes = r.new_rows[:0], 1
+    return cache.expand(torch.tensor([uniq.index(k) for k in keys], device=model.device), slots)
 
 
 def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tensor:
@@ -191,51 +203,74 @@ def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tenso
     return logits.gather(1, q_pos[..., None].expand(-1, -1, logits.shape[-1]))
 
 
-def _commit(row: _Row, tgt: torch.Tensor, logits: torch.Tensor, excl: torch.Tensor | None, tokenizer,
-            passes: int, t0: float) -> Step:
-    """Choose and commit this step's tokens of one row (logits (M, V) at its targets)."""
-    cfg = row.cfg
-    logp = torch.log_softmax(logits, dim=-1)  # the model's own distribution, reported as is
+def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor, excl: torch.Tensor,
+                tokenizer, t0: float) -> list[Step | None]:
+    """Choose and commit this walk's tokens, row by row; the distributions are computed for the
+    whole batch at once (logits (B, M, V) at each row's targets, padding rows ignored)."""
+    logp = torch.log_softmax(logits, dim=-1)  # the model's own distributions, reported as they are
     probs = logp.exp()
-    if excl is not None and excl.numel():
-        masked = logits.index_fill(-1, excl, float("-inf"))  # what may be chosen and scored
-        excluded = probs[:, excl].sum(-1)
-        sel_logp = torch.log_softmax(masked, dim=-1)
+    exclude = torch.tensor([r.cfg.exclude_special for r in rows], device=logits.device)
+    if excl.numel():
+        excluded = probs[..., excl].sum(-1) * exclude[:, None]  # (B, M)
+        masked = torch.where(exclude[:, None, None], logits.index_fill(-1, excl, float("-inf")), logits)
     else:
-        masked, excluded, sel_logp = logits, torch.zeros(logits.shape[0], device=logits.device), logp
-    chosen = row.sampler.choose(masked)  # (M,)
-    if row.dynamic:
-        sel_probs = sel_logp.exp()
-        scores = _scores(cfg.strategy, sel_probs, sel_logp, row.sampler)
-        if cfg.threshold is not None:
-            keep = sel_probs.max(-1).values >= cfg.threshold
-            if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
-                keep[scores.argmax()] = True
-            sel = keep.nonzero().flatten()
+        excluded, masked = torch.zeros_like(logits[..., 0]), logits
+    sel_logp = torch.log_softmax(masked, dim=-1)  # what may be chosen and scored
+    sel_probs = sel_logp.exp()
+    entropy = (-(probs * logp).nan_to_num().sum(-1)).tolist()  # (B, M)
+    n_alt = min(max(r.cfg.n_alternatives for r in rows), logits.shape[-1])
+    top = probs.topk(n_alt, dim=-1) if n_alt else None
+    top_i, top_v = (top.indices.tolist(), top.values.tolist()) if top is not None else (None, None)
+    excluded = excluded.tolist()
+    counts = [t.numel() for t in tgts]
+    chosen_rows = choose_rows([r.sampler for r in rows], masked, counts)
+    out: list[Step | None] = []
+    for b, (r, tgt) in enumerate(zip(rows, tgts)):
+        M = tgt.numel()
+        if M == 0:
+            out.append(None)
+            continue
+        cfg = r.cfg
+        chosen = chosen_rows[b]  # (M,)
+        if r.dynamic:
+            scores = _scores(cfg.strategy, sel_probs[b, :M], sel_logp[b, :M], r.sampler)
+            if cfg.threshold is not None:
+                keep = sel_probs[b, :M].max(-1).values >= cfg.threshold
+                if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
+                    keep[scores.argmax()] = True
+                sel = keep.nonzero().flatten()
+            else:
+                sel = scores.topk(min(cfg.group_size, M)).indices.sort().values
         else:
-            sel = scores.topk(min(cfg.group_size, tgt.numel())).indices
-        sel = sel.sort().values
-    else:
-        sel = torch.arange(tgt.numel(), device=tgt.device)
-    pos, tok = tgt[sel], chosen[sel]
-    row.ids[pos] = tok
-    row.g[pos] = row.next_group
-    row.open[pos] = False
-    row.new_rows, row.next_group = pos, row.next_group + 1
-    p_sel, lp_sel = probs[sel], logp[sel]
-    n_alt = min(cfg.n_alternatives, p_sel.shape[-1])
-    top = p_sel.topk(n_alt, dim=-1) if n_alt else None
-    tok_l = tok.tolist()
-    step = Step(
-        index=row.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
-        probs=p_sel.gather(-1, tok[:, None]).squeeze(-1).tolist(),
-        alternatives=[] if top is None else [
-            list(zip(_text(tokenizer, i), v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
-        entropy=(-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist(),
-        forward_passes=passes, elapsed=time.perf_counter() - t0, pending=int(row.open.sum()),
-        excluded_mass=excluded[sel].tolist())
-    row.step += 1
-    return step
+            sel = torch.arange(M, device=tgt.device)
+        pos, tok = tgt[sel], chosen[sel]
+        r.ids[pos] = tok
+        r.g[pos] = r.next_group
+        r.open[pos] = False
+        r.new_rows, r.next_group = pos, r.next_group + 1
+        r.passes += 1
+        js, tok_l = sel.tolist(), tok.tolist()
+        k = min(cfg.n_alternatives, n_alt)
+        out.append(Step(
+            index=r.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
+            probs=probs[b, sel, tok].tolist(),
+            alternatives=[list(zip(_text(tokenizer, top_i[b][j][:k]), top_v[b][j][:k])) for j in js] if k else [],
+            entropy=[entropy[b][j] for j in js], forward_passes=r.passes, elapsed=time.perf_counter() - t0,
+            pending=int(r.open.sum()), excluded_mass=[excluded[b][j] for j in js]))
+        r.step += 1
+    return out
+
+
+def _scores(strategy: str, probs: torch.Tensor, logp: torch.Tensor, sampler: Sampler) -> torch.Tensor:
+    """(M,) how ready each pending blank is; higher is committed first (Algorithm 2)."""
+    if strategy == "confidence":
+        return probs.max(-1).values
+    if strategy == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[:, 0] - top2[:, 1]
+    if strategy == "entropy":
+        return (probs * logp).nan_to_num().sum(-1)  # -H (excluded ids: 0 * -inf counts as 0)
+    return sampler.uniform(probs.shape[0]).to(probs.device)
 
 
 @torch.no_grad()
@@ -244,7 +279,9 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
     """Fill the blanks of B sequences together, one walk per step for all of them.
 
     requests: (input_ids, blank_mask) per row; cfgs: one DecodeConfig per row, or one for all.
-    Yields, per walk, a list with each row's Step (None for rows already finished)."""
+    Yields, per walk, a list with each row's Step (None for rows already finished). With B > 1
+    and the cache, a first walk encodes each distinct visible text once for the rows that share it
+    (counted in every row's forward_passes)."""
     if not requests:
         raise ValueError("give at least one (input_ids, blank_mask) row to decode")
     cfgs = [cfgs or DecodeConfig()] * len(requests) if not isinstance(cfgs, (list, tuple)) else list(cfgs)
@@ -257,25 +294,20 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
     t0 = time.perf_counter()
     dev = model.device
     rows = [_Row(ids, mask, cfg, dev) for (ids, mask), cfg in zip(checked, cfgs)]
-    V = model.config.vocab_size
-    excl = excluded_ids(tokenizer, V, model.config).to(dev)
+    excl = excluded_ids(tokenizer, model.config.vocab_size, model.config).to(dev)
     cache = None
     if cfgs[0].use_cache:  # slots: the longest visible text, then at most every row's blanks (padding)
         slots = max(len(r.visible) for r in rows) + sum(len(r.blanks) for r in rows)
-        cache = KVCache.empty(model.base, len(rows), slots, dev, model.w.dtype)
-    passes = 0
+        cache = (_shared_context(model, rows, slots) if len(rows) > 1
+                 else KVCache.empty(model.base, 1, slots, dev, model.w.dtype))
     while any(r.active for r in rows):
         tgts = [r.targets() if r.active else r.new_rows[:0] for r in rows]
-        logits = _walk_cached(model, rows, tgts, cache) if cache is not None else _walk_full(model, rows, tgts)
-        passes += 1
-        out: list[Step | None] = []
-        for b, (r, tgt) in enumerate(zip(rows, tgts)):
-            if tgt.numel() == 0:
-                out.append(None)
-                continue
-            out.append(_commit(r, tgt, logits[b, :tgt.numel()], excl if r.cfg.exclude_special else None,
-                               tokenizer, r.step + 1, t0))
-        yield out
+        if cache is not None:
+            news = [r.new_rows if r.active else r.new_rows[:0] for r in rows]
+            logits = _walk_cached(model, rows, news, tgts, cache)
+        else:
+            logits = _walk_full(model, rows, tgts)
+        yield _commit_all(rows, tgts, logits, excl, tokenizer, t0)
 
 
 def decode(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer=None) -> Iterator[Step]:

@@ -2,7 +2,8 @@
 with temperature / top-k / top-p, seeded.
 
     excluded_ids(tokenizer, vocab_size, config)   ids a blank never receives (special, added, control)
-    Sampler(cfg).choose(logits)                   one token per row
+    Sampler(cfg).choose(logits)                   one token per target, from the run's seeded generator
+    choose_rows(samplers, logits, counts)         the same for B rows at once (batched decoding)
 
 The warpers are transformers' own (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper);
 this file only validates the settings and draws from a seeded torch.Generator so that a run is
@@ -66,15 +67,38 @@ class Sampler:
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """logits (M, V) fp32 -> chosen token ids (M,)."""
-        if not self.cfg.do_sample:
-            return logits.argmax(-1)
-        warped = self.procs(None, logits)
-        probs = torch.softmax(warped, dim=-1).cpu()
-        return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).to(logits.device)
+        return choose_rows([self], logits[None], [logits.shape[0]])[0]
 
     def uniform(self, n: int) -> torch.Tensor:
         """n uniform draws from the run's generator (for random scores and orders)."""
         return torch.rand(n, generator=self.gen)
+
+
+def choose_rows(samplers: list[Sampler], logits: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """One token per target for B rows at once: logits (B, M, V), row b's first counts[b] targets.
+
+    Rows with the same settings share one warp, softmax and CDF; each row then draws from its own
+    generator exactly as it would alone (one uniform per target: inverse-CDF sampling, exact like
+    torch.multinomial and ~10x cheaper; right=True never lands on a zero-probability id)."""
+    out: list[torch.Tensor | None] = [None] * len(samplers)
+    by_cfg: dict[tuple, list[int]] = {}
+    for b, s in enumerate(samplers):
+        c = s.cfg
+        by_cfg.setdefault((c.do_sample, c.temperature, c.top_k, c.top_p) if c.do_sample else (False,), []).append(b)
+    V = logits.shape[-1]
+    for key, rows in by_cfg.items():
+        if not key[0]:  # greedy: argmax, no randomness
+            best = logits[rows].argmax(-1)
+            for i, b in enumerate(rows):
+                out[b] = best[i, :counts[b]]
+            continue
+        warped = samplers[rows[0]].procs(None, logits[rows].reshape(-1, V))
+        cdf = torch.softmax(warped, dim=-1).cumsum(-1).view(len(rows), -1, V).cpu()  # (R, M, V)
+        for i, b in enumerate(rows):
+            c = cdf[i, :counts[b]]
+            u = torch.rand(counts[b], 1, generator=samplers[b].gen) * c[:, -1:]
+            out[b] = torch.searchsorted(c, u, right=True).clamp_(max=V - 1).squeeze(-1).to(logits.device)
+    return out
 
 
 _EXCLUDED: dict[tuple[int, int], torch.Tensor] = {}  # (id(tokenizer), vocab size) -> ids, computed once

@@ -80,6 +80,17 @@ class KVCache:
         valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         return cls(k, v, groups, valid, 0)
 
+    def expand(self, rows: torch.Tensor, max_len: int) -> "KVCache":
+        """A cache of len(rows) sequences, row b a copy of this cache's row rows[b], with room for
+        max_len slots: one encoded context shared by several sequences (candidates of one story)."""
+        def grow(t: torch.Tensor, dim: int) -> torch.Tensor:
+            t = t.index_select(0, rows)
+            pad = list(t.shape)
+            pad[dim] = max_len - t.shape[dim]
+            return torch.cat([t, t.new_zeros(pad)], dim=dim)
+        return KVCache([grow(t, 2) for t in self.k], [grow(t, 2) for t in self.v], grow(self.groups, 1),
+                       grow(self.valid, 1), self.length)
+
 
 def two_stream_walk(base: nn.Module,
                     h: torch.Tensor, h_pos: torch.Tensor, h_groups: torch.Tensor, h_valid: torch.Tensor,

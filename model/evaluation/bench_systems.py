@@ -4,6 +4,7 @@
     A3 full recompute  the same decoding, both streams over every position each step
     base generate      the base model's own HF `generate` over the prefix
     diffusion          the base decoder run bidirectionally (DiffusionLM's unmasking), k blanks per step
+    candidates         8 sampled fills of the blank in one batched decode (the app's candidate view)
 
 Each runner returns (generated ids in blank order, steps, forward passes).
 """
@@ -17,7 +18,8 @@ import torch
 
 from model.baselines.ar import generate_exactly
 from model.baselines.diffusion import DiffusionLM
-from model.core.decode import DecodeConfig, decode
+from model.core.decode import DecodeConfig, decode, decode_batch
+from model.core.sampling import SamplingConfig
 from model.core.trace import apply_steps
 
 
@@ -25,7 +27,7 @@ from model.core.trace import apply_steps
 class BenchSystem:
     key: str  # short id, for --systems
     name: str  # table label
-    kind: str  # "a3" | "generate" | "diffusion"
+    kind: str  # "a3" | "generate" | "diffusion" | "candidates"
     k: int = 1  # A3: group size (fixed order) or tokens per step (dynamic); diffusion: tokens per step
     strategy: str = "left_to_right"  # A3 only
     use_cache: bool = True  # A3 only
@@ -48,7 +50,9 @@ SYSTEMS = [
     BenchSystem("generate", "base `generate` (prefix only)", "generate", 1),
     BenchSystem("diffusion-1", "diffusion full recompute, confidence", "diffusion", 1),
     BenchSystem("diffusion-4", "diffusion full recompute, confidence", "diffusion", 4),
+    BenchSystem("candidates-8", "A3 cached, 8 sampled candidates in one batch", "candidates", 1),
 ]
+CANDIDATES = 8  # rows of the "candidates" system: one story, seeds 0..7, temperature 0.8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -61,6 +65,15 @@ def run_a3(model, ids, mask, system: BenchSystem, max_steps: int | None = None):
     steps = list(islice(decode(model, ids, mask, dcfg), max_steps))
     out = apply_steps(ids, steps)
     return [out[p] for p in mask.nonzero().flatten().tolist()], len(steps), steps[-1].forward_passes
+
+
+def run_candidates(model, ids, mask, max_steps: int | None = None):
+    """CANDIDATES sampled fills of the same blank in one batched decode (what the app's candidate
+    view runs): the context is encoded once, then one walk per step for every row."""
+    cfgs = [DecodeConfig(sampling=SamplingConfig(do_sample=True, temperature=0.8, seed=s)) for s in range(CANDIDATES)]
+    walks = list(islice(decode_batch(model, [(ids, mask)] * CANDIDATES, cfgs), max_steps))
+    out = apply_steps(ids, [w[0] for w in walks if w[0] is not None])
+    return [out[p] for p in mask.nonzero().flatten().tolist()], len(walks), walks[-1][0].forward_passes
 
 
 def run_generate(model, ids, mask):
@@ -94,4 +107,6 @@ def run_system(model, ids, mask, system: BenchSystem, max_steps: int | None = No
         return run_generate(model, ids, mask)
     if system.kind == "diffusion":
         return run_diffusion(model, ids, mask, system.k, max_steps)
+    if system.kind == "candidates":
+        return run_candidates(model, ids, mask, max_steps)
     raise ValueError(f"unknown system kind {system.kind!r}")
