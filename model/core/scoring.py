@@ -2,6 +2,7 @@
 
     score_blanks(model, ids, blank_mask)                   one blank token at a time, left to right
     score_blanks(model, ids, blank_mask, groups=[[..]..])  the groups a run took (Trace.groups())
+    score_fills(model, [(ids, blank_mask), ...])           what candidate fills are ranked by (FillScores)
 
 The visible text is the context (group 0 with the default "block" context grouping, as decoding
 encodes it); the blank tokens follow in `groups`. With singleton groups the sum is the exact
@@ -11,6 +12,7 @@ infilling NLL all call this function.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -42,3 +44,43 @@ def score_blanks(model, input_ids, blank_mask, groups: Sequence[Sequence[int]] |
     lp = model.token_logprobs(ids.to(dev), g.expand_as(ids).to(dev))  # (B, T)
     out = lp[:, mask.to(dev)]  # (B, L)
     return out[0] if single else out
+
+
+@dataclass
+class FillScores:
+    """The log-likelihoods a candidate fill is ranked by (nats; higher is more likely).
+
+    story      log p(whole sequence), left to right, exact
+    fill_left  log p(fill | left text), its share of `story`
+    right      log p(text right of the first blank | left text, fill), left to right, exact: the
+               same tokens at every fill length, so comparable across lengths
+    both       log p(fill | text on both sides), A3's visible-block context, fill left to right, exact
+    n_fill     tokens in the fill
+    """
+    story: float
+    fill_left: float
+    right: float
+    both: float
+    n_fill: int
+
+
+@torch.no_grad()
+def score_fills(model, rows: Sequence[tuple]) -> list[FillScores]:
+    """FillScores of filled sequences [(ids (T,), blank_mask (T,)), ...]: two forwards per group of
+    rows that share a layout (one left to right over every token, one with both sides visible)."""
+    out: list[FillScores | None] = [None] * len(rows)
+    groups: dict[tuple, list[int]] = {}
+    for i, (ids, mask) in enumerate(rows):
+        groups.setdefault(tuple(torch.as_tensor(mask, dtype=torch.bool).tolist()), []).append(i)
+    for key, idx in groups.items():
+        mask = torch.tensor(key)
+        ids = torch.stack([torch.as_tensor(rows[i][0], dtype=torch.long) for i in idx])  # (R, T)
+        T, dev = ids.shape[1], model.device
+        l2r = model.token_logprobs(ids.to(dev), torch.arange(T, device=dev).expand(len(idx), T)).cpu()  # (R, T)
+        both = score_blanks(model, ids, mask).cpu().reshape(len(idx), -1)  # (R, L)
+        first = int(mask.nonzero()[0])
+        right = (~mask) & (torch.arange(T) > first)
+        for j, i in enumerate(idx):
+            out[i] = FillScores(story=float(l2r[j].sum()), fill_left=float(l2r[j, mask].sum()),
+                                right=float(l2r[j, right].sum()), both=float(both[j].sum()), n_fill=int(mask.sum()))
+    return out

@@ -1,0 +1,164 @@
+"""Candidate fills of one story, and the rules that rank them (docs/DESIGN.md, "Candidates").
+
+    pool_configs(pool, n, seed)                 (label, DecodeConfig) of the n members of a pool
+    make_candidates(model, requests, ..., tok)  decode every (request, config) in one batch, score each
+    rank(cands, rule)                           the candidates, best first, under one of RULES
+    resize_blank(ids, mask, span, length)       a request with one blank set to another length
+    length_grid(lo, hi, n)                      the lengths tried for a blank whose length the model picks
+
+Two pools, both only an any-order model can draw from one network:
+  "orders"   greedy fills under different orders and group sizes (left to right first)
+  "samples"  the greedy left-to-right fill, then samples at temperature 0.8 (other seeds)
+A candidate's scores are score_fills' (exact likelihoods of the story, of the text right of
+the blank, of the fill given both sides); RULES turn them into one number. "mbr" needs no model:
+the candidate that agrees most (token LCS F-measure) with the others, minimum Bayes risk.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .decode import DecodeConfig, run_batch
+from .sampling import SamplingConfig
+from .scoring import FillScores, score_fills
+from .trace import Trace
+
+ORDER_POOL = [  # in the order a pool of n takes them; greedy left to right first (the baseline)
+    ("left to right", dict()),
+    ("outside in, groups of 4", dict(strategy="outside_in", group_size=4)),
+    ("left to right, groups of 2", dict(group_size=2)),
+    ("confidence", dict(strategy="confidence")),
+    ("margin, k = 2", dict(strategy="margin", group_size=2)),
+    ("outside in", dict(strategy="outside_in")),
+    ("entropy, k = 4", dict(strategy="entropy", group_size=4)),
+    ("right to left, groups of 2", dict(strategy="right_to_left", group_size=2)),
+]
+POOLS = ("orders", "samples")
+SAMPLE_TEMPERATURE = 0.8
+
+
+def pool_configs(pool: str, n: int, seed: int = 0) -> list[tuple[str, DecodeConfig]]:
+    """The first n members of a pool, each a (label, DecodeConfig); member 0 is greedy left to right."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown candidate pool {pool!r}; choose one of {', '.join(POOLS)}")
+    if not 1 <= n <= len(ORDER_POOL) * 4:
+        raise ValueError(f"the number of candidates must be between 1 and {len(ORDER_POOL) * 4}; got {n}")
+    if pool == "orders":
+        if n > len(ORDER_POOL):
+            raise ValueError(f"the orders pool has {len(ORDER_POOL)} members; ask for at most that many")
+        return [(label, DecodeConfig(**kw, sampling=SamplingConfig(seed=seed))) for label, kw in ORDER_POOL[:n]]
+    out = [("left to right (greedy)", DecodeConfig(sampling=SamplingConfig(seed=seed)))]
+    for i in range(1, n):
+        s = SamplingConfig(do_sample=True, temperature=SAMPLE_TEMPERATURE, seed=seed + i)
+        out.append((f"sample {i} (T = {SAMPLE_TEMPERATURE}, seed {seed + i})", DecodeConfig(sampling=s)))
+    return out
+
+
+@dataclass
+class Candidate:
+    label: str  # which pool member made it (and at which length)
+    trace: Trace
+    scores: FillScores
+    length: int  # tokens in the blank(s)
+    values: dict[str, float] = field(default_factory=dict)  # each rule's value, filled by rank()
+
+    @property
+    def fill_ids(self) -> list[int]:
+        return [t for ids in self.trace.fill_ids() for t in ids]
+
+
+def make_candidates(model, requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]],
+                    tokenizer=None) -> list[Candidate]:
+    """Every config on every request, decoded in one batch and scored.
+
+    requests: (ids, blank_mask, spans or None, length) per blank length tried (one entry for a
+    known length); configs: pool_configs' (label, DecodeConfig)."""
+    jobs = [(r, lab, cfg) for r in requests for lab, cfg in configs]
+    traces = run_batch(model, [(r[0], r[1]) for r, _, _ in jobs], [c for _, _, c in jobs], tokenizer,
+                       [r[2] for r, _, _ in jobs])
+    scores = score_fills(model, [(t.output_ids, t.blank_mask) for t in traces])
+    multi = len(requests) > 1
+    return [Candidate(f"{lab}{f', {r[3]} tokens' if multi else ''}", t, s, r[3])
+            for (r, lab, _), t, s in zip(jobs, traces, scores)]
+
+
+def _lcs(a: Sequence[int], b: Sequence[int]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def agreement(cands: Sequence[Candidate]) -> list[float]:
+    """Each candidate's mean LCS F-measure (ROUGE-L on token ids) against the other candidates."""
+    fills = [c.fill_ids for c in cands]
+    out = []
+    for i, a in enumerate(fills):
+        f = [2 * _lcs(a, b) / (len(a) + len(b)) for j, b in enumerate(fills) if j != i and a and b]
+        out.append(sum(f) / len(f) if f else 0.0)
+    return out
+
+
+RULES: dict[str, Callable[[FillScores], float]] = {
+    "story": lambda s: s.story,  # the exact log-likelihood of the whole story
+    "right": lambda s: s.right,  # how well the fill explains what follows (length-comparable)
+    "both_per_token": lambda s: s.both / max(1, s.n_fill),  # A3's both-sides likelihood of the fill, per token
+    "fill_left_per_token": lambda s: s.fill_left / max(1, s.n_fill),
+}
+
+
+def rule_values(cands: Sequence[Candidate], rule: str, weights: dict[str, float] | None = None,
+                length_prior: Callable[[int], float] | None = None) -> list[float]:
+    """One number per candidate (higher is better): a rule of RULES, "mbr", "greedy" (the first
+    candidate), or "mix" (weights over the other rules' values, plus an optional log length prior)."""
+    if rule == "greedy":
+        return [1.0] + [0.0] * (len(cands) - 1)
+    if rule == "mbr":
+        return agreement(cands)
+    if rule == "mix":
+        parts = {name: rule_values(cands, name) for name in (weights or {})}
+        return [sum(w * parts[n][i] for n, w in (weights or {}).items())
+                + (length_prior(c.length) if length_prior else 0.0) for i, c in enumerate(cands)]
+    if rule not in RULES:
+        raise ValueError(f"unknown ranking rule {rule!r}; choose one of greedy, mbr, mix, {', '.join(RULES)}")
+    return [RULES[rule](c.scores) for c in cands]
+
+
+def rank(cands: Sequence[Candidate], rule: str, **kw) -> list[Candidate]:
+    """The candidates best first under `rule` (ties keep pool order); each records its value."""
+    values = rule_values(cands, rule, **kw)
+    for c, v in zip(cands, values):
+        c.values[rule] = v
+    order = sorted(range(len(cands)), key=lambda i: (-values[i], i))
+    return [cands[i] for i in order]
+
+
+def resize_blank(ids: Sequence[int], mask: Sequence[bool], span: Sequence[int], length: int,
+                 fill_id: int) -> tuple[list[int], list[bool], int]:
+    """(ids, mask, shift) with the blank at positions `span` (contiguous) replaced by `length` blank
+    positions holding fill_id; positions after it move by `shift` = length - len(span)."""
+    if length < 1:
+        raise ValueError(f"a blank holds at least 1 token; got {length}")
+    a, b = span[0], span[-1] + 1
+    ids, mask = list(ids), list(mask)
+    return ids[:a] + [fill_id] * length + ids[b:], mask[:a] + [True] * length + mask[b:], length - (b - a)
+
+
+def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
+    """About n blank lengths from lo to hi, geometric (as many short lengths as long ones), distinct."""
+    if not 1 <= lo <= hi:
+        raise ValueError(f"a length range must satisfy 1 <= low <= high; got {lo}-{hi}")
+    if hi == lo or n <= 1:
+        return [lo] if hi == lo else [lo, hi]
+    steps = [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+    return sorted({min(hi, max(lo, int(math.floor(x + 0.5)))) for x in steps})
+
+
+__all__ = ["Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "length_grid", "make_candidates",
+           "pool_configs", "rank", "resize_blank", "rule_values"]

@@ -1,0 +1,128 @@
+"""Which fill to keep: candidate pools, ranking rules and chosen lengths, measured on held-out windows.
+
+    python -m model.fills --model assets/a3-austen-tiny --windows 500 --work runs/fills-tiny --out docs/fills
+    python -m model.fills --model assets/a3-smollm2-lora --windows 150 --work runs/fills-smollm2 --out docs/fills
+
+The windows are model.eval's (five sentences of held-out Austen, the middle one blanked; see
+infill_task.py), made with the model's own tokenizer. Per window, three batched decodes:
+
+  orders    the 8 members of the "orders" pool (core/candidates.py), greedy, the true length
+  samples   greedy left to right + 7 samples at temperature 0.8, the true length
+  lengths   the true length hidden: greedy left to right and outside-in (groups of 4) at each length
+            of length_grid(1, 2 x the mean reference length), the range a `[[?]]` blank gets
+
+Every candidate is scored (core/scoring.score_fills) and its ROUGE-L against the reference
+recorded, one JSON line per window in WORK/records.jsonl (resumable). The report
+(fills_report.py) ranks the candidates with every rule on the same records.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from model.core.candidates import length_grid, make_candidates, pool_configs
+from model.core.decode import DecodeConfig
+from model.core.sampling import SamplingConfig
+
+from .infill_task import Window, make_windows
+
+LENGTH_CONFIGS = [("left to right", DecodeConfig()), ("outside in, groups of 4", DecodeConfig(strategy="outside_in", group_size=4))]
+
+
+def window_requests(win: Window, lengths: list[int], fill_id: int) -> list[tuple]:
+    """(ids, blank_mask, spans, length) of the window at each blank length (left and right text kept)."""
+    a, b = win.blank[0], win.blank[-1] + 1
+    out = []
+    for n in lengths:
+        ids = win.input_ids[:a] + [fill_id] * n + win.input_ids[b:]
+        mask = [False] * a + [True] * n + [False] * (len(win.input_ids) - b)
+        out.append((ids, mask, [list(range(a, a + n))], n))
+    return out
+
+
+def _records(kind: str, cands, scorer, reference: str, tokenizer, seconds: float) -> list[dict]:
+    out = []
+    for c in cands:
+        text = tokenizer.decode(c.fill_ids, skip_special_tokens=True).strip()
+        out.append({"kind": kind, "label": c.label, "length": c.length, "hyp": text,
+                    "rougeL": 100 * scorer.score(reference, text)["rougeL"].fmeasure, "fill_ids": c.fill_ids,
+                    **asdict(c.scores), "passes": c.trace.forward_passes})
+    return out
+
+
+def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: int) -> dict:
+    """The three batched decodes of one window, every candidate scored and compared with the reference."""
+    fill_id = win.input_ids[win.blank[0]]
+    L = len(win.blank)
+    rec = {"window": win.index, "true_length": L, "reference": win.reference, "candidates": [], "seconds": {}}
+    true_req = window_requests(win, [L], fill_id)
+    jobs = [("orders", true_req, pool_configs("orders", 8, seed)), ("samples", true_req, pool_configs("samples", 8, seed)),
+            ("lengths", window_requests(win, grid, fill_id),
+             [(lab, DecodeConfig(**{**vars(c), "sampling": SamplingConfig(seed=seed)})) for lab, c in LENGTH_CONFIGS])]
+    for kind, reqs, cfgs in jobs:
+        t0 = time.perf_counter()
+        cands = make_candidates(model, reqs, cfgs, tokenizer)
+        secs = time.perf_counter() - t0
+        rec["seconds"][kind] = secs
+        rec["candidates"] += _records(kind, cands, scorer, win.reference, tokenizer, secs)
+    return rec
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m model.fills", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="assets/a3-austen-tiny", help="A3 checkpoint (full or adapter)")
+    p.add_argument("--data", default="data/austen", help="prepared corpus with eval.txt (python -m model.data prepare)")
+    p.add_argument("--windows", type=int, default=500, help="windows to run (the first N of model.eval's shuffle)")
+    p.add_argument("--subset-seed", type=int, default=None,
+                   help="run a seeded random subset of --windows windows out of the 500 (a slow model on a CPU)")
+    p.add_argument("--seed", type=int, default=0, help="window shuffle and sampling seed")
+    p.add_argument("--work", default="runs/fills", help="records.jsonl lives here (resumable)")
+    p.add_argument("--out", default="docs/fills", help="report directory")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
+    args = p.parse_args(argv)
+    if args.windows < 1:
+        p.error("--windows must be at least 1")
+    torch.set_num_threads(args.threads)
+    from rouge_score.rouge_scorer import RougeScorer
+
+    from model.backbones.lora import load_a3
+    from model.corpus.austen import load_split
+
+    from .fills_report import write_report
+    model, tok = load_a3(args.model)
+    pool = make_windows(load_split(args.data, "eval"), tok, 500, args.seed)
+    if args.subset_seed is not None:
+        import random
+        pool = sorted(random.Random(args.subset_seed).sample(pool, min(args.windows, len(pool))), key=lambda w: w.index)
+    windows = pool[:args.windows]
+    typical = round(sum(len(w.blank) for w in pool) / len(pool))
+    grid = length_grid(1, 2 * typical, 9)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "records.jsonl"
+    done = {json.loads(line)["window"] for line in path.read_text().splitlines()} if path.is_file() else set()
+    scorer = RougeScorer(["rougeL"], use_stemmer=True)
+    t_start = time.time()
+    todo = [w for w in windows if w.index not in done] if not args.report_only else []
+    with open(path, "a") as f:
+        for n, w in enumerate(todo):
+            f.write(json.dumps(study_window(model, tok, w, scorer, grid, args.seed)) + "\n")
+            f.flush()
+            if (n + 1) % 10 == 0:
+                left = (time.time() - t_start) / (n + 1) * (len(todo) - n - 1) / 60
+                print(f"{n + 1}/{len(todo)} windows, {left:.0f} min left", file=sys.stderr)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    keep = {w.index for w in windows}
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    print(write_report([r for r in records if r["window"] in keep], args, grid, f"python -m model.fills {given}"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The candidate study's report: every ranking rule applied to the same recorded candidates.
+
+    choose(cands, rule, ...)         the index a rule picks among one window's candidates
+    compare(records, kind, n, ...)   per window: the rule's ROUGE-L, greedy's, the oracle's, the length
+    tune_mix(records, ...)           mixture weights, fitted on one half of the windows, applied to the other
+    write_report(records, args, grid, command)   OUT/fills-<model>.md and its plot
+
+Greedy is the pool's first member (greedy left to right at the true length). Intervals are 95%
+normal intervals of the paired per-window differences. Mixtures are cross-fitted: weights chosen
+on the even windows rank the odd ones and vice versa, so no window is ranked by weights fitted on it.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+from pathlib import Path
+
+from model.core.candidates import _lcs
+
+RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr")
+FEATURES = {"story": lambda c: c["story"], "right": lambda c: c["right"],
+            "both_per_token": lambda c: c["both"] / max(1, c["n_fill"]),
+            "fill_left_per_token": lambda c: c["fill_left"] / max(1, c["n_fill"])}
+GRID = {"right": (0, 0.5, 1), "both_per_token": (0, 1, 4, 16), "mbr": (0, 2, 8, 32), "prior": (0, 1, 3)}
+
+
+def _mbr(cands: list[dict]) -> list[float]:
+    fills = [c["fill_ids"] for c in cands]
+    return [statistics.mean([2 * _lcs(a, b) / (len(a) + len(b)) for j, b in enumerate(fills) if j != i] or [0.0])
+            for i, a in enumerate(fills)]
+
+
+def _prior(lengths: list[int]):
+    """log density of a log-normal fitted to reference lengths (a length prior)."""
+    logs = [math.log(n) for n in lengths]
+    mu, sd = statistics.mean(logs), statistics.pstdev(logs) or 1.0
+    return lambda n: -((math.log(n) - mu) ** 2) / (2 * sd * sd) - math.log(n)
+
+
+def values(cands: list[dict], rule: str, weights: dict | None = None, prior=None) -> list[float]:
+    if rule == "greedy":
+        return [1.0] + [0.0] * (len(cands) - 1)
+    if rule == "mbr":
+        return _mbr(cands)
+    if rule in FEATURES:
+        return [FEATURES[rule](c) for c in cands]
+    # "mix": weighted rules (+ a log length prior)
+    parts = {k: values(cands, k) for k, w in weights.items() if w and k != "prior"}
+    return [sum(weights[k] * parts[k][i] for k in parts) + (weights.get("prior", 0) * prior(c["length"]) if prior else 0)
+            for i, c in enumerate(cands)]
+
+
+def choose(cands: list[dict], rule: str, **kw) -> int:
+    v = values(cands, rule, **kw)
+    return max(range(len(cands)), key=lambda i: (v[i], -i))
+
+
+def pool(rec: dict, kind: str, n: int) -> list[dict]:
+    return [c for c in rec["candidates"] if c["kind"] == kind][:n]
+
+
+def greedy_true(rec: dict) -> dict:
+    return pool(rec, "orders", 1)[0]
+
+
+def compare(records: list[dict], kind: str, n: int, rule: str, **kw) -> list[tuple[float, float, float, int]]:
+    """Per window: (chosen ROUGE-L, greedy-at-true-length ROUGE-L, oracle ROUGE-L, chosen length - true length)."""
+    out = []
+    for r in records:
+        cands = pool(r, kind, n)
+        c = cands[choose(cands, rule, **kw)]
+        out.append((c["rougeL"], greedy_true(r)["rougeL"], max(x["rougeL"] for x in cands), c["length"] - r["true_length"]))
+    return out
+
+
+def tune_mix(records: list[dict], kind: str, n: int, lengths: bool) -> tuple[list[tuple], list[dict]]:
+    """Cross-fitted mixture: per half, the grid weights with the best mean ROUGE-L on the other half."""
+    keys = ["right", "both_per_token", "mbr"] + (["prior"] if lengths else [])
+    halves = [[r for r in records if r["window"] % 2 == k] for k in (0, 1)]
+    rows, chosen = [], []
+    for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
+        prior = _prior([r["true_length"] for r in fit]) if lengths else None
+        best = max((dict(zip(keys, ws)) for ws in itertools.product(*(GRID[k] for k in keys)) if any(ws)),
+                   key=lambda w: statistics.mean(x[0] for x in compare(fit, kind, n, "mix", weights=w, prior=prior)))
+        chosen.append(best)
+        rows += compare(apply, kind, n, "mix", weights=best, prior=prior)
+    return rows, chosen
+
+
+def summary(rows: list[tuple]) -> dict:
+    d = [a - b for a, b, _, _ in rows]
+    ci = 1.96 * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    err = sorted(e for *_, e in rows)
+    q = lambda p: err[min(len(err) - 1, int(p * len(err)))]  # noqa: E731
+    return {"rougeL": statistics.mean(a for a, *_ in rows), "greedy": statistics.mean(b for _, b, _, _ in rows),
+            "diff": statistics.mean(d), "ci": ci, "oracle": statistics.mean(o for _, _, o, _ in rows),
+            "len_err": (q(0.1), q(0.5), q(0.9)), "len_exact": sum(e == 0 for e in err) / len(err),
+            "len_within_25": None}
+
+
+def table_rows(records: list[dict]) -> list[dict]:
+    out = []
+    for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
+        for n in ns:
+            N = n or len(pool(records[0], kind, 999))
+            for rule in ("greedy",) * (not lengths) + RULES + ("mix",):
+                if rule == "mix":
+                    rows, w = tune_mix(records, kind, N, lengths)
+                    name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
+                else:
+                    rows, name = compare(records, kind, N, rule), rule
+                s = summary(rows)
+                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e), r in zip(rows, records)]
+                s["len_within_25"] = sum(within) / len(within)
+                full = N == len(pool(records[0], kind, 999))  # timed: the whole pool's batch only
+                secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
+                passes = statistics.mean(max(c["passes"] for c in pool(r, kind, N)) for r in records)
+                out.append({"pool": kind, "n": N, "rule": name, **s, "ms": secs and 1000 * secs, "passes": passes})
+    return out
+
+
+def write_report(records: list[dict], args, grid: list[int], command: str) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(args.model.rstrip("/")).name
+    rows = table_rows(records)
+    lines = [f"# Candidates and ranking rules: `{name}` on {len(records)} held-out windows", "",
+             f"Generated by `{command}` (model/evaluation/fills.py; the rules: model/evaluation/fills_report.py).", "",
+             f"- windows: model.eval's sentence-infilling windows (held-out Austen, middle sentence blanked), "
+             f"made with the model's tokenizer; mean true length {statistics.mean(r['true_length'] for r in records):.1f} tokens",
+             f"- unknown length: lengths {grid} (1 to 2x the mean reference length); greedy left to right and "
+             "outside-in (groups of 4) at each",
+             "- greedy: the left-to-right greedy fill at the true length; diff: the rule's pick minus greedy, ROUGE-L x 100, "
+             "with its 95% interval (paired); oracle: the best candidate by ROUGE-L (an upper bound no rule can see)",
+             "- time: mean wall seconds of the pool's one batched decode plus its scoring (all 8 members or all lengths), "
+             "one CPU thread; passes: walks of the longest member", "",
+             "| pool | N | rule | ROUGE-L | diff vs greedy (95%) | oracle | length error p10 / p50 / p90 | within 25% | ms / infill | passes |",
+             "|---|---:|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        le = "–" if r["pool"] != "lengths" else "{} / {} / {}".format(*r["len_err"])
+        within = "–" if r["pool"] != "lengths" else f"{100 * r['len_within_25']:.0f}%"
+        lines.append(f"| {r['pool']} | {r['n']} | {r['rule']} | {r['rougeL']:.2f} | {r['diff']:+.2f} ± {r['ci']:.2f} | "
+                     f"{r['oracle']:.2f} | {le} | {within} | {'–' if r['ms'] is None else round(r['ms'])} | {r['passes']:.1f} |")
+    path = out / f"fills-{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / f"fills-{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return path

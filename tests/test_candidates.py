@@ -1,0 +1,118 @@
+"""Candidate fills and their ranking: the pools, the scores against a hand-built oracle, the
+rules, blanks of other lengths, and the study's report on a few windows of a synthetic corpus."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.core.candidates import (Candidate, agreement, length_grid, make_candidates, pool_configs, rank,
+                                   resize_blank)
+from model.core.scoring import FillScores, score_blanks, score_fills
+from model.core.trace import Trace
+
+
+def _story(n_blank=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.cat([torch.tensor([0]), torch.randint(4, 99, (7,), generator=gen), torch.full((n_blank,), 3),
+                     torch.randint(4, 99, (6,), generator=gen)])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[8:8 + n_blank] = True
+    return ids, mask
+
+
+def test_pools_start_with_greedy_left_to_right_and_differ():
+    for pool in ("orders", "samples"):
+        cfgs = pool_configs(pool, 8, seed=3)
+        assert len(cfgs) == 8, f"{pool}: 8 members asked"
+        first = cfgs[0][1]
+        assert first.strategy == "left_to_right" and first.group_size == 1 and not first.sampling.do_sample, \
+            f"{pool}: member 0 must be greedy left to right (the baseline)"
+    orders = pool_configs("orders", 8)
+    assert len({(c.strategy, c.group_size) for _, c in orders}) == 8, "the orders pool must hold 8 different orders"
+    samples = pool_configs("samples", 8)
+    assert len({c.sampling.seed for _, c in samples[1:]}) == 7 and all(c.sampling.do_sample for _, c in samples[1:]), \
+        "the samples pool draws with 7 different seeds"
+    with pytest.raises(ValueError, match="at most"):
+        pool_configs("orders", 9)
+    with pytest.raises(ValueError, match="unknown candidate pool"):
+        pool_configs("beams", 4)
+
+
+def test_fill_scores_match_token_logprobs(a3_llama):
+    """story / fill_left / right from one left-to-right scoring, both from score_blanks (the oracles)."""
+    ids, mask = _story()
+    ids[mask] = torch.tensor([11, 12, 13, 14, 15])
+    s = score_fills(a3_llama, [(ids, mask)])[0]
+    lp = a3_llama.token_logprobs(ids[None], torch.arange(ids.numel())[None])[0]
+    right = (~mask) & (torch.arange(ids.numel()) > 8)
+    assert s.story == pytest.approx(lp.sum().item(), abs=1e-4), "story: the sum of left-to-right log p"
+    assert s.fill_left == pytest.approx(lp[mask].sum().item(), abs=1e-4), "fill_left: the fill's share of it"
+    assert s.right == pytest.approx(lp[right].sum().item(), abs=1e-4), "right: the tokens after the blank"
+    assert s.both == pytest.approx(score_blanks(a3_llama, ids, mask).sum().item(), abs=1e-4), "both: score_blanks"
+    assert s.n_fill == 5, "five blank tokens"
+
+
+def test_make_candidates_covers_every_config_and_length(a3_llama):
+    ids, mask = _story()
+    reqs = []
+    for n in (2, 5, 7):
+        new_ids, new_mask, shift = resize_blank(ids.tolist(), mask.tolist(), list(range(8, 13)), n, 3)
+        assert len(new_ids) == ids.numel() + shift and sum(new_mask) == n, "resize_blank keeps the text around the blank"
+        reqs.append((new_ids, new_mask, None, n))
+    cands = make_candidates(a3_llama, reqs, pool_configs("orders", 3))
+    assert len(cands) == 9, "3 lengths x 3 orders"
+    assert sorted(len(c.fill_ids) for c in cands) == [2, 2, 2, 5, 5, 5, 7, 7, 7], "each fill has its blank's length"
+    assert all(c.scores.n_fill == c.length for c in cands), "scores are of the candidate's own length"
+    assert all(not set(c.fill_ids) & {0, 1, 2} for c in cands), "no special token in a candidate"
+
+
+def test_rank_orders_by_the_rule_and_mbr_picks_the_consensus():
+    def cand(fill, right):
+        t = Trace([0] + fill, [False] + [True] * len(fill), [], "block")
+        t.steps = [{"positions": list(range(1, len(fill) + 1)), "token_ids": fill, "probs": [0.5] * len(fill)}]
+        return Candidate("c", t, FillScores(0.0, 0.0, right, 0.0, len(fill)), len(fill))
+    cands = [cand([5, 6, 7], -3.0), cand([5, 6, 8], -1.0), cand([9, 9, 9], -2.0), cand([5, 6, 7, 8], -5.0)]
+    assert [c.scores.right for c in rank(cands, "right")] == [-1.0, -2.0, -3.0, -5.0], "highest right first"
+    assert rank(cands, "greedy")[0] is cands[0], "greedy keeps the first candidate"
+    agree = agreement(cands)
+    # by hand: LCS F-measures 2*lcs/(|a|+|b|); [5,6,7,8] holds both [5,6,7] and [5,6,8]
+    want = [(4 / 6 + 0 + 6 / 7) / 3, (4 / 6 + 0 + 6 / 7) / 3, 0.0, (6 / 7 + 6 / 7 + 0) / 3]
+    assert agree == pytest.approx(want), f"agreement {agree} vs hand-computed {want}"
+    assert rank(cands, "mbr")[0] is cands[3], "mbr picks the fill that agrees most with the others"
+
+
+def test_length_grid():
+    assert length_grid(1, 44, 9) == sorted(set(length_grid(1, 44, 9))), "distinct and sorted"
+    g = length_grid(1, 44, 9)
+    assert g[0] == 1 and g[-1] == 44 and len(g) >= 7, f"from 1 to 44: {g}"
+    assert length_grid(5, 5) == [5], "a fixed length is one length"
+    with pytest.raises(ValueError, match="1 <= low <= high"):
+        length_grid(9, 3)
+
+
+def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path):
+    """python -m model.fills on 4 windows of a tiny random model: the records and the table."""
+    import json
+    import random
+
+    from conftest import make_a3
+    from model.corpus.austen import train_tokenizer
+    from model.evaluation.fills import main
+    words = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
+    rng = random.Random(0)
+    sent = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(5, 9))).capitalize() + "."  # noqa: E731
+    paras = [" ".join(sent() for _ in range(7)) for _ in range(6)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eval.txt").write_text("\n".join(paras) + "\n")
+    tok = train_tokenizer(paras * 3, vocab_size=300)
+    model = make_a3(vocab_size=len(tok), max_position_embeddings=256)
+    model.save_pretrained(tmp_path / "m", tokenizer=tok)
+    main(["--model", str(tmp_path / "m"), "--data", str(data), "--windows", "4", "--work", str(tmp_path / "w"),
+          "--out", str(tmp_path / "out")])
+    recs = [json.loads(x) for x in (tmp_path / "w" / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 4, "one record per window"
+    kinds = {c["kind"] for c in recs[0]["candidates"]}
+    assert kinds == {"orders", "samples", "lengths"}, f"three pools per window: {kinds}"
+    table = (tmp_path / "out" / "fills-m.md").read_text()
+    assert "| orders | 8 | right |" in table and "| lengths |" in table, table[:400]
