@@ -119,3 +119,22 @@ def test_custom_order_parsing_and_groups():
     spans = [[1, 2, 3], [7, 8]]
     assert custom_groups(spans, [2, 1], 1) == [[7], [8], [1], [2], [3]]
     assert custom_groups(spans, [1, 1], 2) == [[1, 2, 7, 8], [3]]
+
+
+def test_blanks_whose_length_the_model_chooses():
+    """[[?]] and [[a-b]] parse to a Blank with its range, round-trip through format_template, and
+    reach the layout; inverted, open, too wide and repeated ranges are refused with a message."""
+    from model.core.infill import MAX_CHOSEN_TOKENS, UNKNOWN_RANGE
+    segs = parse_template("The cat [[?]] on the mat, [[2]]")
+    assert segs[1].choose == UNKNOWN_RANGE and UNKNOWN_RANGE[0] <= segs[1].length <= UNKNOWN_RANGE[1], \
+        f"[[?]] should get the default range and a length inside it: {segs[1]}"
+    bad = [("[[?]] [[?]]", "only one blank"), ("a [[9-3]]", "inverted"), ("a [[3-]]", "both ends"),
+           ("a [[0-5]]", f"between 1 and {MAX_CHOSEN_TOKENS}"), (f"a [[2-{MAX_CHOSEN_TOKENS + 1}]]", "narrow the range")]
+    with pytest.raises(ValueError, match="only one blank"):
+        parse_template("The cat [[?]] on the mat, [[2-6]] and [[3]]")
+    for text, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            parse_template(text)
+    ok = parse_template("a [[ 2 - 6 ]] b")
+    assert ok[1].choose == (2, 6) and format_template(ok) == "a [[2-6]] b", f"a range round-trips: {ok}"
+    assert format_template(parse_template("x [[?]] y")) == "x [[?]] y", "[[?]] round-trips"

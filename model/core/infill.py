@@ -11,8 +11,10 @@ and `encode_segments(tokenizer, segments, bos_id)` turns it into (input_ids, bla
 for `model.decode`. The rules, in one place:
 
 - `[[N]]` takes a whole number 1 <= N <= MAX_BLANK_TOKENS (spaces inside the brackets are
-  allowed); anything else between `[[` and `]]` is refused with a message. There is no escape:
-  a literal `[[...]]` cannot be written.
+  allowed). `[[?]]` lets the model choose the blank's length in UNKNOWN_RANGE, `[[a-b]]` in
+  a..b (1 <= a <= b <= MAX_CHOSEN_TOKENS); at most one blank of a story has a chosen length.
+  Anything else between `[[` and `]]` is refused with a message. There is no escape: a literal
+  `[[...]]` cannot be written.
 - The space before a blank belongs to the blank: "The cat [[1]] on" encodes "The cat" and asks
   the blank for " sat" (the tokenizer's word tokens carry their leading space). Selections and
   helpers count tokens the same way, leading space included.
@@ -31,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 MAX_BLANK_TOKENS = 1024  # a parse-time sanity cap; the model's context is checked at encoding
+UNKNOWN_RANGE = (1, 40)  # [[?]]: from one word to about two sentences
+MAX_CHOSEN_TOKENS = 64  # the longest length a [[a-b]] blank may be tried at
 BLANK_RE = re.compile(r"\[\[(.*?)\]\]", re.DOTALL)
 SENTENCE_END_RE = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*(?=\s|$)")
 ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "St", "Col", "Capt", "Gen", "Lt", "Rev", "No", "vol", "etc")
@@ -39,8 +43,16 @@ WORD_RE = re.compile(r"\w[\w'\u2019-]*")
 
 @dataclass(frozen=True)
 class Blank:
-    length: int  # tokens to generate
+    length: int  # tokens to generate (for a chosen length: the layout's first guess)
     original: str | None = field(default=None, compare=False)  # the text it replaced, when known
+    choose: tuple[int, int] | None = None  # [[?]] / [[a-b]]: the model picks the length in [lo, hi]
+
+    @property
+    def marker(self) -> str:
+        """How the blank is written in a template."""
+        if self.choose is None:
+            return f"[[{self.length}]]"
+        return "[[?]]" if self.choose == UNKNOWN_RANGE else f"[[{self.choose[0]}-{self.choose[1]}]]"
 
 
 Segment = Union[str, Blank]
@@ -58,30 +70,53 @@ def clean_text(text: str) -> tuple[str, int]:
 
 
 def parse_template(text: str, max_blank: int = MAX_BLANK_TOKENS) -> list[Segment]:
-    """Split text written with [[N]] blanks into segments (control characters stripped)."""
+    """Split text written with [[N]], [[?]] and [[a-b]] blanks into segments (control characters stripped)."""
     text, _ = clean_text(text)
     segments: list[Segment] = []
     last = 0
     for m in BLANK_RE.finditer(text):
         inner = m.group(1).strip()
         where = f"blank [[{m.group(1)}]] at character {m.start() + 1}"
-        if not re.fullmatch(r"[+]?\d+", inner):
-            raise ValueError(f"{where}: write the number of tokens to generate, e.g. [[4]]")
-        n = int(inner)
-        if not 1 <= n <= max_blank:
-            raise ValueError(f"{where}: a blank holds 1 to {max_blank} tokens; got {n}")
         if m.start() > last:
             segments.append(text[last:m.start()])
-        segments.append(Blank(n))
+        segments.append(_parse_blank(inner, where, max_blank))
         last = m.end()
     if last < len(text):
         segments.append(text[last:])
+    if sum(isinstance(s, Blank) and s.choose is not None for s in segments) > 1:
+        raise ValueError("only one blank can have a length the model chooses ([[?]] or [[a-b]]); give the others "
+                         "a number of tokens, e.g. [[4]]")
     return segments
 
 
+def _parse_blank(inner: str, where: str, max_blank: int) -> Blank:
+    if inner == "?":
+        lo, hi = UNKNOWN_RANGE
+        return Blank(round((lo * hi) ** 0.5), choose=UNKNOWN_RANGE)
+    rng = re.fullmatch(r"(\d*)\s*-\s*(\d*)", inner)
+    if rng:
+        if not rng.group(1) or not rng.group(2):
+            raise ValueError(f"{where}: write a number of tokens, e.g. [[4]], or a range with both ends, "
+                             "e.g. [[3-12]], or [[?]]")
+        lo, hi = int(rng.group(1)), int(rng.group(2))
+        if lo > hi:
+            raise ValueError(f"{where}: the range is inverted; write the shorter length first, e.g. [[{hi}-{lo}]]")
+        if lo < 1 or hi > MAX_CHOSEN_TOKENS:
+            raise ValueError(f"{where}: a chosen length must lie between 1 and {MAX_CHOSEN_TOKENS} tokens; "
+                             f"narrow the range or write a fixed length [[N]]")
+        return Blank(round((lo * hi) ** 0.5), choose=(lo, hi))
+    if not re.fullmatch(r"[+]?\d+", inner):
+        raise ValueError(f"{where}: write the number of tokens to generate, e.g. [[4]], or [[?]] to let the "
+                         "model choose, or a range such as [[3-12]]")
+    n = int(inner)
+    if not 1 <= n <= max_blank:
+        raise ValueError(f"{where}: a blank holds 1 to {max_blank} tokens; got {n}")
+    return Blank(n)
+
+
 def format_template(segments: Sequence[Segment]) -> str:
-    """The inverse of parse_template: segments -> text with [[N]] blanks."""
-    return "".join(f"[[{s.length}]]" if isinstance(s, Blank) else s for s in segments)
+    """The inverse of parse_template: segments -> text with [[N]] ([[?]], [[a-b]]) blanks."""
+    return "".join(s.marker if isinstance(s, Blank) else s for s in segments)
 
 
 def blanks_of(segments: Sequence[Segment]) -> list[Blank]:
@@ -204,6 +239,7 @@ class Piece:
     text: str  # text: the visible text; blank: the space it owns ("" or " ")
     positions: list[int]
     original: str | None = None  # blank: the text it replaced, when known
+    choose: tuple[int, int] | None = None  # blank: the length range the model chooses from
 
 
 @dataclass
@@ -215,6 +251,12 @@ class Encoded:
     @property
     def blank_spans(self) -> list[list[int]]:
         return [p.positions for p in self.layout if p.kind == "blank"]
+
+    @property
+    def chosen(self) -> tuple[int, tuple[int, int]] | None:
+        """(blank index, (lo, hi)) of the blank whose length the model chooses, or None."""
+        return next(((i, p.choose) for i, p in enumerate(q for q in self.layout if q.kind == "blank")
+                     if p.choose is not None), None)
 
 
 def encode_segments(tokenizer, segments: Sequence[Segment], bos_id: int,
@@ -239,7 +281,7 @@ def encode_segments(tokenizer, segments: Sequence[Segment], bos_id: int,
         if isinstance(s, Blank):
             prev = segments[i - 1] if i > 0 else None
             lead = " " if isinstance(prev, str) and prev.endswith(" ") else ""
-            layout.append(Piece("blank", lead, list(range(len(ids), len(ids) + s.length)), s.original))
+            layout.append(Piece("blank", lead, list(range(len(ids), len(ids) + s.length)), s.original, s.choose))
             ids += [fill] * s.length
             mask += [True] * s.length
             continue
@@ -301,7 +343,7 @@ def custom_groups(blank_spans: Sequence[Sequence[int]], stages: Sequence[int], g
     return groups
 
 
-__all__ = ["Blank", "Segment", "Piece", "Encoded", "MAX_BLANK_TOKENS", "clean_text", "parse_template",
+__all__ = ["Blank", "Segment", "Piece", "Encoded", "MAX_BLANK_TOKENS", "MAX_CHOSEN_TOKENS", "UNKNOWN_RANGE", "clean_text", "parse_template",
            "format_template", "blanks_of", "merge_text", "blank_char_spans", "blank_random_sentence",
            "blank_fraction_of_words", "encode_segments", "token_counter", "parse_custom_order",
            "custom_groups"]
