@@ -80,3 +80,37 @@ def test_fresh_adapter_scores_like_the_full_checkpoint(setup, tmp_path):
     ada = run(corpus, adapter_dir, base_dir, tmp_path, "adapter")
     for key, value in full.items():
         assert ada[key] == pytest.approx(value, rel=1e-5, abs=1e-7), f"{key}: adapter {ada[key]} vs full {value}"
+
+
+def test_domains_table_per_genre_union_and_austen(setup, tmp_path):
+    """--domains: one row per Brown genre, their union and Austen; the base's left-to-right NLL of a
+    genre equals HF's own loss on its rows, and the union pools the genres by rows, span tokens
+    and words."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from model.corpus.austen import encode_texts, pack_sequences
+    from model.evaluation.domains import run_domains, table
+    corpus, base_dir, _, adapter, tok = setup
+    lines = (corpus / "eval.txt").read_text().splitlines()
+    brown = tmp_path / "brown"
+    (brown / "eval_by_genre").mkdir(parents=True)
+    for g, chunk in (("news", lines[:25]), ("humor", lines[25:])):
+        (brown / "eval_by_genre" / f"{g}.txt").write_text("\n".join(chunk) + "\n")
+    (brown / "manifest.json").write_text(json.dumps({"genres": {"news": {}, "humor": {}}}))
+    res = run_domains([str(adapter)], str(base_dir), 3, SEQ, seed=0, log=lambda *_: None, brown=str(brown),
+                      austen=str(corpus))
+    assert list(res) == ["brown: news", "brown: humor", "brown (all genres)", "austen"], f"domains: {list(res)}"
+    rows = pack_sequences(encode_texts(tok, lines[:25]), SEQ, tok.bos_token_id, tok.eos_token_id)[:3]
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    with torch.no_grad():
+        logits = base(input_ids=rows).logits[:, :-1]
+    hf = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1)).item()
+    assert res["brown: news"]["base"]["base_ar"] == pytest.approx(hf, rel=1e-5), "base NLL must equal HF's loss"
+    g = [res["brown: news"][str(adapter)], res["brown: humor"][str(adapter)]]
+    union = res["brown (all genres)"][str(adapter)]
+    want = sum(x["infill_a3"] * x["infill_tokens"] for x in g) / sum(x["infill_tokens"] for x in g)
+    assert union["infill_a3"] == pytest.approx(want), "the union pools infilling NLL by span tokens"
+    assert union["rows"] == g[0]["rows"] + g[1]["rows"], "the union has every genre's rows"
+    text = table(res, [str(adapter)])
+    assert text.count("\n") == 2 + 4 and "brown (all genres)" in text, text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from pathlib import Path
 
 import torch
 from model.backbones.lora import load_a3, resolve_base
@@ -51,69 +52,120 @@ def word_positions(tokenizer, row: list[int]) -> list[int]:
     return out
 
 
+PARTS = ("ar", "random", "groups", "infill", "word")
+
+
 @torch.no_grad()
-def evaluate(model: A3Model, base, tokenizer, rows: torch.Tensor, batch: int = 16, seed: int = 0) -> dict:
-    model.eval()
-    base.eval()
+def evaluate(model: A3Model | None, base, tokenizer, rows: torch.Tensor, batch: int = 16, seed: int = 0,
+             parts: tuple[str, ...] = PARTS) -> dict:
+    """The card's metrics on packed rows (module docstring). model None: the base's numbers only;
+    base None: A3's only. `parts` picks metrics; skipped ones still draw their random numbers, so
+    the spans and words are the same whatever is measured."""
+    for m in (model, base):
+        if m is not None:
+            m.eval()
     T = rows.shape[1]
     rng = random.Random(seed)
     res = {"rows": len(rows), "seq_len": T}
-    res["base_ar"] = -left_logprobs(base, rows)[:, 1:].mean().item()
-    res["a3_ar"] = _a3_nll(model, rows, lambda t: torch.arange(t), batch)
-    res["a3_random"] = _a3_nll(model, rows, lambda t: torch.cat(
-        [torch.zeros(1, dtype=torch.long), sample_random_groups(t - 1, rng, 1, 1)]), batch)
-    for s in (2, 4, 8):
-        res[f"a3_group{s}"] = _a3_nll(model, rows, lambda t, s=s: torch.cat(
-            [torch.zeros(1, dtype=torch.long), sample_contiguous(t - 1, rng, s)]), batch)
+    if "ar" in parts:
+        if base is not None:
+            res["base_ar"] = -left_logprobs(base, rows)[:, 1:].mean().item()
+        if model is not None:
+            res["a3_ar"] = _a3_nll(model, rows, lambda t: torch.arange(t), batch)
+    random_order = lambda t: torch.cat([torch.zeros(1, dtype=torch.long), sample_random_groups(t - 1, rng, 1, 1)])  # noqa: E731
+    if "random" in parts and model is not None:
+        res["a3_random"] = _a3_nll(model, rows, random_order, batch)
+    else:
+        for _ in range(len(rows)):  # the same draws as when it is measured
+            random_order(T)
+    if "groups" in parts and model is not None:
+        for s in (2, 4, 8):
+            res[f"a3_group{s}"] = _a3_nll(model, rows, lambda t, s=s: torch.cat(
+                [torch.zeros(1, dtype=torch.long), sample_contiguous(t - 1, rng, s)]), batch)
     # infilling: one span of 5-20 tokens per row, away from the edges
     a3_tot = base_tot = 0.0
     n_tok = 0
     for i in range(len(rows)):
         L = rng.randint(5, 20)
         start = rng.randint(T // 4, 3 * T // 4 - L)
+        if "infill" not in parts:
+            continue
         span = torch.zeros(T, dtype=torch.bool)
         span[start:start + L] = True
-        a3_tot -= score_blanks(model, rows[i], span).sum().item()  # both sides visible, the span left to right
-        base_tot -= left_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
+        if model is not None:  # both sides visible, the span left to right
+            a3_tot -= score_blanks(model, rows[i], span).sum().item()
+        if base is not None:
+            base_tot -= left_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
         n_tok += L
-    res["infill_a3"], res["infill_base_left"] = a3_tot / n_tok, base_tot / n_tok
+    if "infill" in parts:
+        res["infill_tokens"] = n_tok
+        if model is not None:
+            res["infill_a3"] = a3_tot / n_tok
+        if base is not None:
+            res["infill_base_left"] = base_tot / n_tok
     # single masked word
     hits_a3 = hits_base = n_words = 0
     for i in range(len(rows)):
-        cands = word_positions(tokenizer, rows[i].tolist())
-        cands = [p for p in cands if p > T // 8]
+        cands = [p for p in word_positions(tokenizer, rows[i].tolist()) if p > T // 8]
         if not cands:
             continue
         p = rng.choice(cands)
-        g = group_ids_from_order(T, [q for q in range(T) if q != p], [[p]])
-        logits = model(rows[i:i + 1], g[None].to(rows.device)).logits[0, p]
-        hits_a3 += int(logits.argmax().item() == rows[i, p].item())
-        blogits = base(input_ids=rows[i:i + 1, :p]).logits[0, -1]
-        hits_base += int(blogits.argmax().item() == rows[i, p].item())
+        if "word" not in parts:
+            continue
+        if model is not None:
+            g = group_ids_from_order(T, [q for q in range(T) if q != p], [[p]])
+            logits = model(rows[i:i + 1], g[None].to(rows.device)).logits[0, p]
+            hits_a3 += int(logits.argmax().item() == rows[i, p].item())
+        if base is not None:
+            blogits = base(input_ids=rows[i:i + 1, :p]).logits[0, -1]
+            hits_base += int(blogits.argmax().item() == rows[i, p].item())
         n_words += 1
-    res["words"] = n_words
-    res["word_top1_a3"], res["word_top1_base_left"] = hits_a3 / max(1, n_words), hits_base / max(1, n_words)
-    res["a3_ar_vs_base"] = res["a3_ar"] / res["base_ar"] - 1
-    res["infill_gain"] = 1 - res["infill_a3"] / res["infill_base_left"]
+    if "word" in parts:
+        res["words"] = n_words
+        if model is not None:
+            res["word_top1_a3"] = hits_a3 / max(1, n_words)
+        if base is not None:
+            res["word_top1_base_left"] = hits_base / max(1, n_words)
+    if {"a3_ar", "base_ar"} <= res.keys():
+        res["a3_ar_vs_base"] = res["a3_ar"] / res["base_ar"] - 1
+    if {"infill_a3", "infill_base_left"} <= res.keys():
+        res["infill_gain"] = 1 - res["infill_a3"] / res["infill_base_left"]
     return res
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Held-out likelihood metrics of an A3 checkpoint vs its AR base.")
-    p.add_argument("--model", default="assets/a3-austen-tiny", help="A3 checkpoint directory")
+    p = argparse.ArgumentParser(prog="python -m model.metrics",
+                                description="Held-out likelihood metrics of an A3 checkpoint vs its AR base.")
+    p.add_argument("--model", action="append", help="A3 checkpoint directory (default assets/a3-austen-tiny); "
+                   "with --domains, repeat it to compare several")
     p.add_argument("--base", default="assets/austen-base-tiny",
                    help="the AR base checkpoint it was adapted from, or smollm2-135m-gguf (the converted SmolLM2)")
     p.add_argument("--data", default="data/austen", help="prepared corpus (python -m model.data prepare)")
-    p.add_argument("--rows", type=int, default=128, help="held-out rows to use (from the start of eval)")
+    p.add_argument("--rows", type=int, default=128, help="held-out rows to use (from the start of eval; "
+                   "with --domains: per domain)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per row, BOS included")
     p.add_argument("--seed", type=int, default=0, help="seed for orders, spans and words")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
+    p.add_argument("--domains", action="store_true", help="per Brown genre, all Brown and Austen: left-to-right, "
+                   "infilling and masked-word metrics of every --model against the base (model/evaluation/domains.py)")
+    p.add_argument("--out", default="docs/domains", help="with --domains: where the table goes")
     a = p.parse_args(argv)
     if a.seq_len < 48 or a.rows < 1:
         p.error(f"--seq-len must be at least 48 (the 5-20 token spans sit in the middle half of a row) and "
                 f"--rows at least 1; got --seq-len {a.seq_len} --rows {a.rows}")
-    model, tok = load_a3(a.model, device=a.device)
+    models = a.model or ["assets/a3-austen-tiny"]
+    if a.domains:
+        from .domains import run_domains, table
+        res = run_domains(models, a.base, a.rows, a.seq_len, a.device, a.seed)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "domains.json").write_text(json.dumps(res, indent=1) + "\n")
+        text = table(res, models)
+        (out / "domains.md").write_text(text)
+        print(text)
+        return
+    model, tok = load_a3(models[-1], device=a.device)
     base = resolve_base(a.base).to(a.device).eval()
     rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)
     res = evaluate(model, base, tok, rows, seed=a.seed)

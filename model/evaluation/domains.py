@@ -1,0 +1,109 @@
+"""Per-domain metrics: does an adapter keep its base's English? The card's definitions, per Brown
+genre, over all Brown genres, and on held-out Austen.
+
+    python -m model.metrics --domains --base smollm2-135m-gguf \\
+        --model assets/a3-smollm2-lora --model runs/a3-smollm2-mix/final --rows 8 --out docs/domains
+
+For every domain: `--rows` packed rows of held-out text (BOS + seq_len - 1 tokens, the model's own
+tokenizer): data/brown/eval_by_genre/<genre>.txt for each genre, their union as "brown (all)", and
+data/austen/eval.txt. Metrics (model/evaluation/metrics.py, same seed, so every model and the base
+see the same rows, spans and words):
+  - left to right: A3's exact NLL vs the plain base's (forgetting), and the relative change
+  - infilling: 5-20-token spans, A3 with both sides vs the base with the left side only
+  - masked word top-1: A3 with both sides vs the base with the left side
+The base is scored once per domain; the A3 models one after another (one in memory at a time).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from model.backbones.lora import base_tokenizer, load_a3, resolve_base
+from model.corpus.austen import encode_texts, pack_sequences
+
+from .metrics import evaluate
+
+PARTS = ("ar", "infill", "word")
+
+
+def domain_rows(tokenizer, seq_len: int, n_rows: int, brown: str = "data/brown",
+                austen: str = "data/austen") -> dict[str, torch.Tensor]:
+    """{domain: (rows, seq_len)} held-out rows of each Brown genre, of all of them, and of Austen."""
+    def pack(paragraphs):
+        ids = encode_texts(tokenizer, paragraphs)
+        return pack_sequences(ids, seq_len, tokenizer.bos_token_id, tokenizer.eos_token_id)[:n_rows]
+    out = {}
+    genre_dir = Path(brown) / "eval_by_genre"
+    if not genre_dir.is_dir():
+        raise FileNotFoundError(f"no {genre_dir}; run `python -m model.data prepare --corpus brown`")
+    manifest = json.loads((Path(brown) / "manifest.json").read_text())
+    for genre in manifest["genres"]:
+        out[f"brown: {genre}"] = pack((genre_dir / f"{genre}.txt").read_text(encoding="utf-8").splitlines())
+    out["brown (all genres)"] = torch.cat([v for k, v in out.items()])
+    out["austen"] = pack((Path(austen) / "eval.txt").read_text(encoding="utf-8").splitlines())
+    return out
+
+
+def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 256, device: str = "cpu",
+                seed: int = 0, log=print, brown: str = "data/brown", austen: str = "data/austen") -> dict:
+    """{domain: {"base": metrics, model path: metrics, ...}} (the base's and each model's halves)."""
+    tok = base_tokenizer(base_ref)
+    rows = domain_rows(tok, seq_len, n_rows, brown, austen)
+    out = {d: {} for d in rows}
+    base = resolve_base(base_ref).to(device).eval()
+    for d, r in rows.items():
+        if d != "brown (all genres)":  # the union is summed from its genres below
+            out[d]["base"] = evaluate(None, base, tok, r.to(device), seed=seed, parts=PARTS)
+    del base
+    for path in models:
+        model, mtok = load_a3(path, device=device)
+        if mtok.get_vocab() != tok.get_vocab():
+            raise ValueError(f"{path} uses another tokenizer than its base {base_ref!r}")
+        for d, r in rows.items():
+            if d != "brown (all genres)":
+                out[d][path] = evaluate(model, None, tok, r.to(device), seed=seed, parts=PARTS)
+                log(f"{path} {d}: {out[d][path]}")
+        del model
+    genres = [d for d in rows if d.startswith("brown: ")]
+    for who in ["base", *models]:  # the union: per-row means weighted by rows, spans by tokens, words by count
+        out["brown (all genres)"][who] = pool([out[d][who] for d in genres])
+    return out
+
+
+def pool(parts: list[dict]) -> dict:
+    """Combine per-genre metric dicts into the union's: left-to-right NLL weighted by rows (each
+    row scores the same number of tokens), infilling by span tokens, top-1 by words."""
+    res, n = {}, sum(p["rows"] for p in parts)
+    tokens = sum(p["infill_tokens"] for p in parts)
+    for key in ("base_ar", "a3_ar"):
+        if key in parts[0]:
+            res[key] = sum(p[key] * p["rows"] for p in parts) / n
+    for key in ("infill_a3", "infill_base_left"):
+        if key in parts[0]:
+            res[key] = sum(p[key] * p["infill_tokens"] for p in parts) / tokens
+    words = sum(p.get("words", 0) for p in parts)
+    for key in ("word_top1_a3", "word_top1_base_left"):
+        if key in parts[0]:
+            res[key] = sum(p[key] * p["words"] for p in parts) / max(1, words)
+    return {"rows": n, "words": words, "infill_tokens": tokens, **res}
+
+
+def table(results: dict, models: list[str]) -> str:
+    """Markdown: per domain, the base and each model (left-to-right change, infilling gain, top-1)."""
+    names = [Path(m.rstrip("/")).name if "final" not in m else m for m in models]
+    head = ("| domain | rows | base L2R | " + " | ".join(f"{n}: L2R (vs base)" for n in names) + " | base left-only span | "
+            + " | ".join(f"{n}: span both sides (gain)" for n in names) + " | base word top-1 | "
+            + " | ".join(f"{n}: word top-1" for n in names) + " |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for d, res in results.items():
+        b = res["base"]
+        cells = [d, str(b["rows"]), f"{b['base_ar']:.3f}"]
+        cells += [f"{res[m]['a3_ar']:.3f} ({res[m]['a3_ar'] / b['base_ar'] - 1:+.1%})" for m in models]
+        cells.append(f"{b['infill_base_left']:.3f}")
+        cells += [f"{res[m]['infill_a3']:.3f} ({1 - res[m]['infill_a3'] / b['infill_base_left']:+.1%})" for m in models]
+        cells.append(f"{b['word_top1_base_left']:.1%}")
+        cells += [f"{res[m]['word_top1_a3']:.1%}" for m in models]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
