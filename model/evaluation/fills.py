@@ -2,6 +2,7 @@
 
     python -m model.fills --model assets/a3-austen-tiny --windows 500 --work runs/fills-tiny --out docs/fills
     python -m model.fills --model assets/a3-smollm2-lora --windows 150 --work runs/fills-smollm2 --out docs/fills
+    python -m model.fills --plot docs/fills/fills-*.json --out docs/fills        # the README's plot
 
 The windows are model.eval's (five sentences of held-out Austen, the middle one blanked; see
 infill_task.py), made with the model's own tokenizer. Per window, three batched decodes:
@@ -86,7 +87,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="docs/fills", help="report directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
+    p.add_argument("--plot", nargs="+", metavar="JSON", help="only draw OUT/fills.png from these reports' "
+                   "fills-<model>.json tables (one block per model)")
     args = p.parse_args(argv)
+    if args.plot:
+        from .fills_report import plot
+        tables = {Path(j).stem.removeprefix("fills-"): json.loads(Path(j).read_text()) for j in args.plot}
+        print(plot(tables, Path(args.out) / "fills.png"))
+        return
     if args.windows < 1:
         p.error("--windows must be at least 1")
     torch.set_num_threads(args.threads)

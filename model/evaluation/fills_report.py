@@ -147,3 +147,40 @@ def write_report(records: list[dict], args, grid: list[int], command: str) -> Pa
     path.write_text("\n".join(lines) + "\n")
     (out / f"fills-{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     return path
+
+
+def plot(tables: dict[str, list[dict]], path: Path, rules: tuple[str, ...] = ("story", "right", "both_per_token", "mbr")) -> Path:
+    """PNG: each rule's ROUGE-L gain over greedy with its 95% interval, per model, pool and N (PIL)."""
+    from PIL import Image, ImageDraw, ImageFont
+    items = [(m, r) for m, rows in tables.items() for r in rows
+             if r["rule"] in rules or r["rule"].startswith("mix")]
+    W, row_h, left, right_pad = 900, 19, 230, 30
+    H = 70 + row_h * len(items) + 20 * len(tables)
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=12)
+    lo = min(min(r["diff"] - r["ci"] for _, r in items), -1.0)
+    hi = max(max(r["diff"] + r["ci"] for _, r in items), 1.0) + 0.5
+    X = lambda v: left + (v - lo) / (hi - lo) * (W - left - right_pad)  # noqa: E731
+    d.text((10, 8), "ROUGE-L gain over greedy (x 100), 95% interval; pools of N candidates; "
+                    "'lengths': the true length hidden", fill="black", font=font)
+    y = 40
+    for i in range(int(lo), int(hi) + 1):
+        d.line([(X(i), 34), (X(i), H - 10)], fill="#e5e7eb" if i else "#6b7280")
+        d.text((X(i) - 4, H - 24), str(i), fill="#6b7280", font=font)
+    colors = {"orders": "#4f46e5", "samples": "#db2777", "lengths": "#059669"}
+    for model, rows in tables.items():
+        d.text((10, y), model, fill="black", font=font)
+        y += 20
+        for m, r in items:
+            if m != model:
+                continue
+            rule = "mix (tuned)" if r["rule"].startswith("mix") else r["rule"]
+            label = f"{r['pool']} N={r['n']}: {rule}"
+            c = colors.get(r["pool"], "black")
+            d.text((20, y), label, fill=c, font=font)
+            d.line([(X(r["diff"] - r["ci"]), y + 7), (X(r["diff"] + r["ci"]), y + 7)], fill=c, width=2)
+            d.ellipse([X(r["diff"]) - 4, y + 3, X(r["diff"]) + 4, y + 11], fill=c)
+            y += row_h
+    img.save(path)
+    return path
