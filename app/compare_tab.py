@@ -4,15 +4,14 @@ first, then animated in lockstep and scored side by side.
 """
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import gradio as gr
 
 from . import figures, render
 from .compute import execute
-from .request import LIMITS, prepare_run
-from .run_events import preview, step_delay
+from .request import LIMITS, Dropdown, Slider, prepare_run
+from .run_events import frame_steps, paced, preview
 from .texts import STRATEGY_CHOICES, error_md, failure_md
 
 
@@ -34,10 +33,10 @@ def build_layout() -> CompareTab:
             sides = []
             for name, strat in (("A", "left_to_right"), ("B", "confidence")):
                 with gr.Column():
-                    s_dd = gr.Dropdown(STRATEGY_CHOICES, value=strat, label=f"Order {name}",
-                                       elem_id=f"cmp-strategy-{name}")
-                    s_gs = gr.Slider(*LIMITS["group_size"], value=1, step=1, label="Group size / k")
-                    s_thr = gr.Slider(*LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
+                    s_dd = Dropdown(STRATEGY_CHOICES, value=strat, label=f"Order {name}",
+                                    elem_id=f"cmp-strategy-{name}")
+                    s_gs = Slider(*LIMITS["group_size"], value=1, step=1, label="Group size / k")
+                    s_thr = Slider(*LIMITS["threshold"], value=0, step=0.05, label="Threshold (dynamic; 0 = off)")
                     s_co = gr.Textbox("", label="Custom order", placeholder="2 1 3")
                     s_cap = gr.Markdown("", elem_classes=["caption"])
                     s_ht = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=False,
@@ -78,10 +77,7 @@ def wire(tab: CompareTab, template, model_dd, story_state, sampling_inputs, spee
             yield skip[:-2] + (failure_md(e), gr.skip())
             return
         n = max(len(r["steps"]) for r in done)
-        delay = step_delay(speed, n)
-        for k in range(1, n + 1):
-            if delay:
-                time.sleep(delay)
+        for k in paced(frame_steps(n), speed):
             ks = [min(k, len(r["steps"])) for r in done]
             yield tuple(render.frame_spans(r, j) for r, j in zip(done, ks)) + tuple(
                 render.md_escape(render.caption(r, j)) for r, j in zip(done, ks)) + skip[4:]

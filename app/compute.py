@@ -37,7 +37,8 @@ def _duration(key, input_ids, blank_mask, cfg, spans=None) -> int:
 
 def _compute(key: str, input_ids: list[int], blank_mask: list[bool], cfg: DecodeConfig,
              spans: list[list[int]] | None = None):
-    """Decode to the end; return (Trace, left-to-right log p of the filled blanks, seconds)."""
+    """Decode to the end; return (Trace, left-to-right log p of the filled blanks, seconds).
+    key: a menu key (a name; model_menu.load resolves it through the menu)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
     with _LOCK:
@@ -60,6 +61,6 @@ compute = spaces.GPU(duration=_duration)(_compute) if spaces is not None else _c
 def execute(settings: dict, enc, cfg: DecodeConfig, entry: dict) -> dict:
     """Compute a checked request (request.prepare_run) and return its run record."""
     t0 = time.perf_counter()
-    trace, ar, _ = compute(entry["path"], enc.input_ids, enc.blank_mask, cfg, enc.blank_spans)
-    _, tok = model_menu.load(entry["path"])
+    trace, ar, _ = compute(entry["key"], enc.input_ids, enc.blank_mask, cfg, enc.blank_spans)
+    _, tok = model_menu.load(entry["key"])
     return run_file.make_record(entry, settings, enc, trace, ar, time.perf_counter() - t0, tok)

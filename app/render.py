@@ -35,8 +35,13 @@ def prob_bin(p: float) -> str:
     return next(label for hi, label in BINS if p < hi)
 
 
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def md_escape(text: str) -> str:
-    """Make user or model text inert inside gr.Markdown (no markup, no HTML, no links)."""
+    """Make user or model text inert inside gr.Markdown (no markup, no HTML, no links), and
+    sendable: a lone surrogate cannot be encoded for the page, so it becomes U+FFFD."""
+    text = SURROGATE_RE.sub("\ufffd", text)
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return re.sub(r"([\\`*_{}\[\]()#+!|~$])", r"\\\1", text)
 

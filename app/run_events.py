@@ -1,6 +1,10 @@
 """The run's events: Fill (check, frame 0 at once, compute in one call, animate the recorded
 steps), Replay, the replay slider, loading a run file, Stop. Also the animation's pace and the
 frames, which the compare tab shares.
+
+An animation shows at most MAX_FRAMES frames, evenly spaced over the steps and always ending on
+the last, and lasts at most MAX_ANIMATION_S however many steps a run (or a loaded file) has:
+a run slot is shared by everyone, so no request may hold one for long.
 """
 from __future__ import annotations
 
@@ -11,20 +15,45 @@ import gradio as gr
 
 from . import figures, model_menu, render, run_file
 from .compute import execute
-from .request import prepare_run, settings_from_inputs
+from .request import int_in, prepare_run
 from .texts import error_md, failure_md, model_note_for_file
 
-MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this
+MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this, and cut short if frames are slow
+MAX_FRAMES = 300  # frames per animation; longer runs show evenly spaced steps
 
 
-def step_delay(speed, n_steps: int) -> float:
-    """Seconds between frames: the user's speed (0 to 2 s), shortened so a run lasts at most
-    MAX_ANIMATION_S."""
+def step_delay(speed, n_frames: int) -> float:
+    """Seconds between frames: the user's speed (0 to 2 s; anything else is the default 0.2),
+    shortened so n_frames last at most MAX_ANIMATION_S."""
     try:
         d = max(0.0, min(float(speed), 2.0))
     except (TypeError, ValueError):
         d = 0.2
-    return min(d, MAX_ANIMATION_S / max(n_steps, 1))
+    if d != d:  # NaN
+        d = 0.2
+    return min(d, MAX_ANIMATION_S / max(n_frames, 1))
+
+
+def frame_steps(n_steps: int) -> list[int]:
+    """The step counts the animation shows after frame 0: every one of 1..n_steps, or
+    MAX_FRAMES of them evenly spaced, always including n_steps."""
+    if n_steps <= MAX_FRAMES:
+        return list(range(1, n_steps + 1))
+    return sorted({round(n_steps * i / MAX_FRAMES) for i in range(1, MAX_FRAMES + 1)})
+
+
+def paced(ks: list[int], speed):
+    """Yield the ks with the animation's pause before each, skipping to the last once the
+    animation has run MAX_ANIMATION_S (frames that render slowly cannot stretch it)."""
+    delay = step_delay(speed, len(ks))
+    end = time.monotonic() + MAX_ANIMATION_S
+    for i, k in enumerate(ks):
+        last = i == len(ks) - 1
+        if not last and time.monotonic() > end:
+            continue
+        if delay:
+            time.sleep(delay)
+        yield k
 
 
 def preview(settings: dict, enc, entry: dict) -> dict:
@@ -60,15 +89,10 @@ def wire(page: SimpleNamespace) -> None:
                              figures.token_figure(rec), gr.update(value=run_file.save_run(rec), interactive=True),
                              rec)
 
-    def animate(rec, speed, start=1):
-        delay = step_delay(speed, len(rec["steps"]))
-        for k in range(start, len(rec["steps"])):
-            if delay:
-                time.sleep(delay)
-            yield frame(rec, k)
-        if delay:
-            time.sleep(delay)
-        yield frame(rec, len(rec["steps"]), final=True)
+    def animate(rec, speed):
+        n = len(rec["steps"])
+        for k in paced(frame_steps(n) or [0], speed):
+            yield frame(rec, k, final=k == n)
 
     def run_fill(*args):
         *inputs, speed = args
@@ -88,8 +112,13 @@ def wire(page: SimpleNamespace) -> None:
         yield from animate(rec, speed)
 
     def on_scrub(k, rec):
-        if not rec:
-            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            k = int_in(k, "the replay step", 0, run_file.MAX_POSITIONS)
+            if not rec:
+                raise ValueError("nothing to scrub yet: run something or load a run file")
+            k = int_in(k, "the replay step", 0, len(rec["steps"]))
+        except ValueError as e:
+            return gr.skip(), error_md(str(e)), gr.skip()
         return render.frame_spans(rec, k), render.md_escape(render.caption(rec, k)), figures.order_figure(rec, k)
 
     def replay(rec, speed):
@@ -102,21 +131,15 @@ def wire(page: SimpleNamespace) -> None:
     def load_run(data, speed):
         n_extra = len(settings_out)
         try:
-            rec = run_file.from_json(data if data is not None else b"")
+            rec = run_file.from_json(data if data is not None else b"", model_menu.max_context())
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
             return
-        s = rec["settings"]
+        s = rec["settings"]  # checked by from_json against the widgets' rules: they go back into the widgets
         values = (s["template"], s["strategy"], s["group_size"], s["threshold"] or 0, s["custom_order"],
                   s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
-        try:  # the settings go back into the widgets: hold them to the widgets' rules
-            settings_from_inputs(*values)
-        except ValueError as e:
-            yield skip_all[:3] + (error_md(f"the run file's settings are invalid: {e}"),) + skip_all[4:] + (
-                gr.skip(),) * n_extra
-            return
         note = "Loaded the run file; replaying its recorded steps."
-        if rec["model"].get("path") not in {e.key for e in model_menu.available_models()}:
+        if rec["model"]["key"] not in {e.key for e in model_menu.available_models()}:
             note = model_note_for_file(rec)
         first = True
         for out in replay(rec, speed):

@@ -1,11 +1,10 @@
 """Run files: a run as plain data (a record), written for download and read back for replay.
 
 A record is a JSON-ready dict built from the core's Trace; the UI animates it, draws it, writes
-it to a file (`save_run`, `to_json`) and reads it back (`from_json`, which checks a loaded file
-field by field, so a hand-edited file gives a message rather than a traceback). Shape:
+it to a file (`save_run`, `to_json`) and reads it back (`from_json`). Shape:
 
     format, version         "a3-studio-run", 1
-    model                   {label, path, trained}
+    model                   {label, key, trained}   (key: the menu's name; never a server path)
     settings                {template, strategy, group_size, threshold, custom_order, temperature,
                              top_k, top_p, seed, context}
     layout                  [{kind: "text"|"blank", text, positions, original}]  (infill.Piece)
@@ -15,10 +14,18 @@ field by field, so a hand-edited file gives a message rather than a traceback). 
     stats                   {forward_passes, decode_seconds, tokens, tokens_per_s, log_likelihood,
                              factorization, ar_log_likelihood, total_seconds}
     created                 ISO time (UTC)
+
+`from_json` is the schema: a file may be hand-edited or hostile, so before anything draws it the
+file is held to what this app writes. Its nesting is measured before parsing; every field's type
+and range is checked; the sequence is at most the largest context the app serves (T <= 8192);
+every step fills at least one open blank, so there are no more steps than blank positions; the
+derivable stats are recomputed from the steps, not trusted. The message names the bad field.
 """
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import tempfile
 import time
@@ -26,16 +33,23 @@ import uuid
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
+from model.core.infill import clean_text
 from model.core.trace import Trace
+
+from .request import MAX_CHARS, MAX_CUSTOM_CHARS, MAX_SEED, settings_from_inputs
 
 FORMAT = "a3-studio-run"
 VERSION = 1
 MAX_FILE_BYTES = 20_000_000
+MAX_POSITIONS = 8192  # the longest sequence a run file may hold: the largest context the app serves
+MAX_DEPTH = 16  # nesting of lists and objects; a record needs 6 (steps > step > alternatives > pair)
+MAX_TOKEN_CHARS = 1000  # one token's text
+MAX_ALTERNATIVES = 50  # per position (the decoder records 5)
+MAX_ID = 2 ** 31 - 1
 RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"  # the files offered for download
 
-STEP_FIELDS = {"index": int, "positions": list, "token_ids": list, "tokens": list, "probs": list,
-               "alternatives": list, "entropy": list, "forward_passes": int, "elapsed": (int, float),
-               "pending": int}
 SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 1, "threshold": None,
                      "custom_order": "", "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
                      "context": "block"}
@@ -54,6 +68,16 @@ def trace_of(record: dict) -> Trace:
                  record["settings"].get("context", "block"), spans)
 
 
+def run_stats(trace: Trace, ar_logp: float | None, total_seconds: float) -> dict:
+    """The stats of a run, from its steps (and the two numbers the steps do not hold)."""
+    n_tok = sum(len(s["positions"] if isinstance(s, dict) else s.positions) for s in trace.steps)
+    secs = trace.seconds
+    return {"forward_passes": trace.forward_passes, "decode_seconds": secs,
+            "tokens": n_tok, "tokens_per_s": n_tok / secs if secs > 0 else None,
+            "log_likelihood": trace.log_likelihood, "factorization": factorization(trace),
+            "ar_log_likelihood": ar_logp, "total_seconds": total_seconds}
+
+
 def make_record(model_entry: dict, settings: dict, encoded, trace: Trace | None = None,
                 ar_logp: float | None = None, total_seconds: float = 0.0, tokenizer=None) -> dict:
     """Assemble a record (encoded: infill.Encoded; trace: the finished run, None for frame 0 of a
@@ -62,16 +86,11 @@ def make_record(model_entry: dict, settings: dict, encoded, trace: Trace | None 
     steps = [asdict(s) if not isinstance(s, dict) else s for s in trace.steps]
     for s in steps:
         s["alternatives"] = [[[t, p] for t, p in alts] for alts in s["alternatives"]]
-    n_tok = sum(len(s["positions"]) for s in steps)
-    secs = trace.seconds
     rec = {
         "format": FORMAT, "version": VERSION, "model": dict(model_entry), "settings": dict(settings),
         "layout": [asdict(p) for p in encoded.layout],
         "input_ids": list(encoded.input_ids), "blank_mask": list(encoded.blank_mask), "steps": steps,
-        "stats": {"forward_passes": trace.forward_passes, "decode_seconds": secs,
-                  "tokens": n_tok, "tokens_per_s": n_tok / secs if secs > 0 else None,
-                  "log_likelihood": trace.log_likelihood, "factorization": factorization(trace),
-                  "ar_log_likelihood": ar_logp, "total_seconds": total_seconds},
+        "stats": run_stats(trace, ar_logp, total_seconds),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if tokenizer is not None and steps:
@@ -92,7 +111,7 @@ def save_run(rec: dict) -> str:
     d.mkdir()
     s = rec["settings"]
     path = d / f"a3-run-{s['strategy']}-seed{s['seed']}.json"
-    path.write_text(to_json(rec), encoding="utf-8")
+    path.write_text(to_json(rec), encoding="utf-8", errors="replace")  # settings are cleaned; this is a backstop
     return str(path)
 
 
@@ -100,50 +119,226 @@ def to_json(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, indent=1)
 
 
+# ----------------------------------------------------------------------------------------------
+# reading a file back: the schema
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)  # a string, or an unterminated one to the end
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_depth(text: str) -> int:
+    """How deep lists and objects nest in JSON text (brackets inside strings not counted), in
+    linear time and without parsing it: json.loads would recurse once per level."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if not brackets:
+        return 0
+    b = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    return int(np.cumsum(np.where((b == ord("[")) | (b == ord("{")), 1, -1)).max())
+
+
 def _need(cond: bool, what: str) -> None:
     if not cond:
         raise ValueError(f"this is not a valid A3 Studio run file: {what}")
 
 
-def from_json(text: str | bytes) -> dict:
-    """Parse and check a run file; raise ValueError saying what is wrong."""
-    if isinstance(text, bytes):
+def _str(v, field: str, max_chars: int) -> str:
+    _need(isinstance(v, str), f"{field} must be text")
+    _need(len(v) <= max_chars, f"{field} is longer than {max_chars} characters")
+    _need(not _SURROGATE.search(v), f"{field} holds a lone surrogate (\\ud800-\\udfff), which is not text")
+    return v
+
+
+def _int(v, field: str, lo: int | None = None, hi: int | None = None) -> int:
+    """A whole number (in [lo, hi] when given): JSON's, not text or true/false."""
+    _need(isinstance(v, int) and not isinstance(v, bool), f"{field} must be a whole number")
+    if lo is not None:
+        _need(lo <= v <= hi, f"{field} must be {lo}" if lo == hi else f"{field} must be from {lo} to {hi}")
+    return v
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num(v, field: str, lo: float | None = None, hi: float | None = None) -> float:
+    """A finite number (in [lo, hi] when given)."""
+    _need(_finite(v), f"{field} must be a finite number")
+    if lo is not None:
+        _need(lo <= v <= hi, f"{field} must be from {lo:g} to {hi:g}")
+    return float(v)
+
+
+def _list(v, field: str, hi: int, lo: int = 0) -> list:
+    _need(isinstance(v, list), f"{field} must be a list")
+    _need(lo <= len(v) <= hi, f"{field} must hold {lo} to {hi} entries; it holds {len(v)}" if lo < hi
+          else f"{field} must hold {lo} entries, one per position; it holds {len(v)}")
+    return v
+
+
+def _obj(v, field: str) -> dict:
+    _need(isinstance(v, dict), f"{field} must be an object")
+    return v
+
+
+def from_json(text, max_positions: int | None = None) -> dict:
+    """Parse and check a run file (bytes or text); return a clean record or raise ValueError
+    naming the bad field. max_positions: the longest sequence to accept (the largest context of
+    the menu's models), never above MAX_POSITIONS."""
+    limit = min(max_positions or MAX_POSITIONS, MAX_POSITIONS)
+    if isinstance(text, (bytes, bytearray)):
         if len(text) > MAX_FILE_BYTES:
             raise ValueError(f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB; is it a run file?")
-        text = text.decode("utf-8", errors="replace")
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("the file is not UTF-8 text; load a run file (.json) this app downloaded") from None
+    if not isinstance(text, str):
+        raise ValueError("no file came with the request; load a run file (.json) this app downloaded")
+    if len(text) > MAX_FILE_BYTES:
+        raise ValueError(f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB; is it a run file?")
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise ValueError(f"the file nests lists and objects {depth} deep; a run file needs at most {MAX_DEPTH}")
     try:
-        rec = json.loads(text)
+        raw = json.loads(text)
+    except RecursionError:  # a backstop: the depth check above comes first
+        raise ValueError(f"the file nests too deep; a run file needs at most {MAX_DEPTH} levels") from None
     except ValueError as e:
         raise ValueError(f"the file is not JSON ({e}); load a file this app downloaded") from None
-    _need(isinstance(rec, dict) and rec.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
-    _need(rec.get("version") == VERSION, f"version {rec.get('version')!r} is not {VERSION}")
-    for key, typ in (("layout", list), ("input_ids", list), ("blank_mask", list), ("steps", list),
-                     ("settings", dict), ("stats", dict)):
-        _need(isinstance(rec.get(key), typ), f"'{key}' is missing or not a {typ.__name__}")
-    T = len(rec["input_ids"])
-    _need(len(rec["blank_mask"]) == T, "'blank_mask' and 'input_ids' differ in length")
-    blanks = {i for i, b in enumerate(rec["blank_mask"]) if b}
-    for p in rec["layout"]:
-        _need(isinstance(p, dict) and p.get("kind") in ("text", "blank") and isinstance(p.get("text"), str)
-              and isinstance(p.get("positions"), list), "a 'layout' entry is malformed")
-        _need(all(isinstance(i, int) and 0 <= i < T for i in p["positions"]), "a layout position is out of range")
-    seen = set()
-    for s in rec["steps"]:
-        _need(isinstance(s, dict), "a step is not an object")
-        for k, typ in STEP_FIELDS.items():
-            _need(isinstance(s.get(k), typ), f"step field '{k}' is missing or has the wrong type")
-        n = len(s["positions"])
-        _need(all(len(s[k]) == n for k in ("token_ids", "tokens", "probs", "entropy")),
-              f"step {s['index']} lists differ in length")
-        _need(all(p in blanks and p not in seen for p in s["positions"]),
-              f"step {s['index']} fills a position that is not an open blank")
-        _need(all(isinstance(t, str) for t in s["tokens"]), f"step {s['index']} has a non-text token")
-        _need(all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in s["probs"]),
-              f"step {s['index']} has a probability outside [0, 1]")
-        seen.update(s["positions"])
-    fills = rec.get("fills")
-    if fills is not None and not (isinstance(fills, list) and all(isinstance(f, str) for f in fills)):
-        rec.pop("fills")  # optional and derivable: drop a malformed one rather than refuse the file
-    rec["model"] = rec.get("model") if isinstance(rec.get("model"), dict) else {}
-    rec["settings"] = {**SETTINGS_DEFAULTS, **rec["settings"]}
+    return check_record(raw, limit)
+
+
+def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
+    """A parsed run file held to the schema (see the module docstring): the clean record, or
+    ValueError naming the first bad field."""
+    _need(isinstance(raw, dict) and raw.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
+    _need(raw.get("version") == VERSION, f"'version' must be {VERSION}")
+    ids = raw.get("input_ids")
+    _need(isinstance(ids, list), "input_ids must be a list")
+    _need(2 <= len(ids) <= limit, f"input_ids holds {len(ids)} positions; this server's models take 2 to {limit}")
+    T = len(ids)
+    for i, t in enumerate(ids):
+        _int(t, f"input_ids[{i}]", 0, MAX_ID)
+    mask = _list(raw.get("blank_mask"), "blank_mask", T, T)
+    _need(all(isinstance(b, bool) for b in mask), "blank_mask must hold true or false for each position")
+    _need(not mask[0], "blank_mask[0] is the BOS and cannot be a blank")
+    blanks = [i for i, b in enumerate(mask) if b]
+    _need(bool(blanks), "blank_mask has no blank")
+
+    layout, blank_positions, chars = [], [], 0
+    for j, p in enumerate(_list(raw.get("layout"), "layout", 2 * T, 1)):
+        f = f"layout[{j}]"
+        _obj(p, f)
+        _need(p.get("kind") in ("text", "blank"), f"{f}.kind must be 'text' or 'blank'")
+        text = _str(p.get("text"), f"{f}.text", MAX_CHARS)
+        positions = _list(p.get("positions"), f"{f}.positions", T)
+        for i, q in enumerate(positions):
+            _int(q, f"{f}.positions[{i}]", 1, T - 1)
+        original = p.get("original")
+        if original is not None:
+            _str(original, f"{f}.original", MAX_CHARS)
+        chars += len(text) + len(original or "")
+        if p["kind"] == "blank":
+            _need(bool(positions), f"{f} is a blank with no positions")
+            blank_positions += positions
+        else:
+            _need(not any(mask[q] for q in positions), f"{f} is text but holds a blank position")
+        layout.append({"kind": p["kind"], "text": text, "positions": list(positions), "original": original})
+    _need(chars <= 2 * MAX_CHARS, f"layout holds more than {2 * MAX_CHARS} characters of text")
+    _need(blank_positions == blanks, "the blanks in layout do not match blank_mask")
+
+    raw_steps = raw.get("steps")
+    _need(isinstance(raw_steps, list), "steps must be a list")
+    _need(len(raw_steps) <= len(blanks), f"steps holds {len(raw_steps)} steps but the run has {len(blanks)} "
+          "blank positions, and every step fills at least one")
+    steps, open_ = [], set(blanks)
+    for k, s in enumerate(raw_steps):
+        steps.append(_step(s, k, open_, T))
+        open_ -= set(steps[-1]["positions"])
+    rec = {"format": FORMAT, "version": VERSION, "model": _model(raw.get("model")),
+           "settings": _settings(raw.get("settings")), "layout": layout, "input_ids": list(ids),
+           "blank_mask": list(mask), "steps": steps}
+    fills = raw.get("fills")  # optional and derivable: a malformed one is dropped, not refused
+    n_blanks = sum(p["kind"] == "blank" for p in layout)
+    if isinstance(fills, list) and len(fills) == n_blanks and all(
+            isinstance(x, str) and len(x) <= MAX_CHARS and not _SURROGATE.search(x) for x in fills):
+        rec["fills"] = list(fills)
+    st = raw.get("stats") if isinstance(raw.get("stats"), dict) else {}
+    ar, total = st.get("ar_log_likelihood"), st.get("total_seconds")  # the two numbers steps do not hold
+    rec["stats"] = run_stats(trace_of(rec), float(ar) if _finite(ar) and ar <= 0 else None,
+                             float(total) if _finite(total) and 0 <= total <= 1e6 else 0.0)
+    created = raw.get("created")
+    ok = isinstance(created, str) and len(created) <= 40 and not _SURROGATE.search(created)
+    rec["created"] = created if ok else ""
     return rec
+
+
+def _step(s, k: int, open_: set[int], T: int) -> dict:
+    """Step k, checked: it fills open blank positions (open_), one entry per position in each list."""
+    f = f"steps[{k}]"
+    _obj(s, f)
+    _int(s.get("index"), f"{f}.index", k, k)
+    positions = s.get("positions")
+    _need(isinstance(positions, list) and positions, f"{f}.positions must list the positions it fills (at least one)")
+    seen = set()
+    for i, q in enumerate(positions):
+        _need(isinstance(q, int) and not isinstance(q, bool) and q in open_ and q not in seen,
+              f"{f}.positions[{i}] is not an open blank")
+        seen.add(q)
+    n = len(positions)
+    for name in ("token_ids", "tokens", "probs", "entropy"):
+        _list(s.get(name), f"{f}.{name}", n, n)
+    out = {"index": k, "positions": list(positions),
+           "token_ids": [_int(t, f"{f}.token_ids[{i}]", 0, MAX_ID) for i, t in enumerate(s["token_ids"])],
+           "tokens": [_str(t, f"{f}.tokens[{i}]", MAX_TOKEN_CHARS) for i, t in enumerate(s["tokens"])],
+           "probs": [_num(p, f"{f}.probs[{i}]", 0, 1) for i, p in enumerate(s["probs"])],
+           "entropy": [_num(e, f"{f}.entropy[{i}]", 0, 1e3) for i, e in enumerate(s["entropy"])]}
+    alts = _list(s.get("alternatives"), f"{f}.alternatives", n)
+    _need(len(alts) in (0, n), f"{f}.alternatives must hold one list per position")
+    out["alternatives"] = []
+    for i, a in enumerate(alts):
+        pairs = []
+        for j, pair in enumerate(_list(a, f"{f}.alternatives[{i}]", MAX_ALTERNATIVES)):
+            _need(isinstance(pair, list) and len(pair) == 2, f"{f}.alternatives[{i}][{j}] must be [text, probability]")
+            pairs.append([_str(pair[0], f"{f}.alternatives[{i}][{j}][0]", MAX_TOKEN_CHARS),
+                          _num(pair[1], f"{f}.alternatives[{i}][{j}][1]", 0, 1)])
+        out["alternatives"].append(pairs)
+    out["forward_passes"] = _int(s.get("forward_passes"), f"{f}.forward_passes", 0, MAX_ID)
+    out["elapsed"] = _num(s.get("elapsed"), f"{f}.elapsed", 0, 1e6)
+    out["pending"] = _int(s.get("pending"), f"{f}.pending", 0, T)
+    if s.get("excluded_mass") is not None:  # optional (newer decoders record it)
+        mass = _list(s["excluded_mass"], f"{f}.excluded_mass", n)
+        # a sum of probabilities: allow float rounding above 1
+        out["excluded_mass"] = [_num(x, f"{f}.excluded_mass[{i}]", 0, 1.001) for i, x in enumerate(mass)]
+    return out
+
+
+def _settings(s) -> dict:
+    """The settings, typed here and then held to the widgets' rules (request.settings_from_inputs)."""
+    s = {**SETTINGS_DEFAULTS, **_obj(s, "settings")}
+    _str(s["template"], "settings.template", MAX_CHARS)
+    _str(s["strategy"], "settings.strategy", 40)
+    _int(s["group_size"], "settings.group_size")
+    if s["threshold"] is not None:
+        _num(s["threshold"], "settings.threshold")
+    _str(s["custom_order"], "settings.custom_order", MAX_CUSTOM_CHARS)
+    _num(s["temperature"], "settings.temperature")
+    _int(s["top_k"], "settings.top_k")
+    _num(s["top_p"], "settings.top_p")
+    _int(s["seed"], "settings.seed", 0, MAX_SEED)
+    _need(s["context"] in ("block", "causal"), "settings.context must be 'block' or 'causal'")
+    try:
+        out = settings_from_inputs(s["template"], s["strategy"], s["group_size"], s["threshold"],
+                                   s["custom_order"], s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
+    except ValueError as e:
+        _need(False, f"settings: {e}")
+    return {**out, "context": s["context"]}
+
+
+def _model(m) -> dict:
+    """What the file says about its model (shown, never loaded): label, key, trained."""
+    m = m if isinstance(m, dict) else {}
+    text = lambda x, n: clean_text(x)[0][:n] if isinstance(x, str) else ""
+    key = text(m.get("key"), 200) or Path(text(m.get("path"), 1000)).name  # files before keys were names
+    return {"label": text(m.get("label"), 200), "key": key, "trained": m.get("trained") is True}

@@ -56,8 +56,11 @@ class StoryView:
 def view(template: str, state: dict, tokenizer, max_positions: int, custom_order: str = "",
          note: str = "") -> StoryView:
     """Everything the story area shows for a template; problems go to `info`, never raise."""
-    if len(template or "") > MAX_CHARS:
-        short = (template or "")[:MAX_CHARS]
+    template = "" if template is None else template
+    if not isinstance(template, str):  # only an API client sends this: nothing to show
+        return StoryView("", None, [], "⚠️ the text must be text", new_state())
+    if len(template) > MAX_CHARS:
+        short = clean_text(template[:MAX_CHARS])[0]
         return StoryView(short, None, [], f"⚠️ the text is longer than {MAX_CHARS} characters; "
                          "shorten it", new_state(short))
     clean, removed = clean_text(template)
@@ -96,10 +99,45 @@ def _label_length(label) -> int | None:
     return int(s) if re.fullmatch(r"\d{1,6}", s) and int(s) > 0 else None
 
 
+MAX_PIECES = 20_000  # far more than a story of MAX_CHARS characters renders to
+
+
+def editor_pieces(value) -> list[tuple[str, object]]:
+    """The editor's value as (text, label) pairs, or ValueError saying what is malformed. The
+    browser sends [{"token": text, "class_or_confidence": label}, ...]; (text, label) pairs are
+    accepted too. A label is text, a number or null."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("the editor's value must be a list of pieces {token: text, class_or_confidence: "
+                         f"label}}; got {type(value).__name__}")
+    if len(value) > MAX_PIECES:
+        raise ValueError(f"the editor sent {len(value)} pieces; at most {MAX_PIECES} are accepted")
+    out, chars = [], 0
+    for i, piece in enumerate(value):
+        if isinstance(piece, dict) and set(piece) <= {"token", "class_or_confidence"}:
+            tok, label = piece.get("token"), piece.get("class_or_confidence")
+        elif isinstance(piece, (list, tuple)) and len(piece) == 2:
+            tok, label = piece
+        else:
+            raise ValueError(f"editor piece {i + 1} must be {{token: text, class_or_confidence: label}}")
+        if not isinstance(tok, str):
+            raise ValueError(f"editor piece {i + 1}: its token must be text")
+        if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int, float))):
+            raise ValueError(f"editor piece {i + 1}: its label must be text, a number or empty")
+        chars += len(tok)
+        if chars > MAX_CHARS:
+            raise ValueError(f"the editor's text is longer than {MAX_CHARS} characters; shorten it")
+        out.append((tok, label))
+    return out
+
+
 def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -> tuple[list, str] | None:
     """Read the editor's value back into segments; None when nothing changed (our own render).
+    A malformed value (only an API client sends one) is a ValueError saying what is wrong.
 
     Returns (segments, note)."""
+    pieces = editor_pieces(pieces)
     if not pieces:
         return None
     count = token_counter(tokenizer)
@@ -114,9 +152,8 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -
         segments.extend(blank_char_spans(text, spans, count, lengths) if spans else [text])
         text, spans, lengths = "", [], []
 
-    for piece in pieces:
-        tok, label = (piece[0], piece[1]) if isinstance(piece, (list, tuple)) else (piece["token"], piece.get("class_or_confidence"))
-        tok = clean_text(str(tok))[0]
+    for tok, label in pieces:
+        tok = clean_text(tok)[0]
         marker = MARKER_RE.fullmatch(tok.strip())
         if label is None or label == "":
             # blank markers in plain text had their label removed: undo those blanks

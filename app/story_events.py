@@ -1,6 +1,8 @@
 """The story area's events: typing, examples, selections in the blank editor, the helpers, the
 blanks table, the model menu. Every event returns the same five outputs (template, editor, blanks
 table, info line, per-user story state), computed by story.view; the editing rules are story.py's.
+A value only an API client can send (an example number "abc", a model key that is a path, a
+malformed editor piece) gets a message on the info line, like any other mistake.
 """
 from __future__ import annotations
 
@@ -10,13 +12,25 @@ from types import SimpleNamespace
 import gradio as gr
 
 from . import model_menu, story
-from .texts import error_md
+from .request import LIMITS, float_in, int_in, text_in
+from .texts import error_md, model_note
+
+SKIP5 = (gr.skip(),) * 5
+
+
+def refuse(err: ValueError) -> tuple:
+    """The five outputs for a refused request: only the info line changes."""
+    return gr.skip(), gr.skip(), gr.skip(), error_md(str(err)), gr.skip()
 
 
 def show(template_text, state, key, custom="", note=""):
     """The five story outputs for a template (story.view never raises: problems go to the info line)."""
-    tok, ctx = model_menu.tokenizer(key)
-    v = story.view(template_text, state or {}, tok, ctx, custom or "", note)
+    try:
+        tok, ctx = model_menu.tokenizer(key)  # through the menu: an unknown key is refused by name
+        custom = text_in(custom, "the custom order")
+    except ValueError as e:
+        return refuse(e)
+    v = story.view(template_text, state if isinstance(state, dict) else {}, tok, ctx, custom, note)
     return v.template, gr.skip() if v.editor is None else v.editor, v.table, v.info, v.state
 
 
@@ -29,25 +43,24 @@ def on_typed(template_text, state, key, custom):
     state = dict(state or {})
     old = state.get("originals") or []
     try:  # typing elsewhere keeps what the blanks remember, if their number is unchanged
-        n = len(story.blanks_of(story.parse_template(template_text)))
+        text = text_in(template_text, "the text")
+        n = len(story.blanks_of(story.parse_template(text)))
         if n == len(old):
-            state["template"] = story.clean_text(template_text)[0]
+            state["template"] = text
     except ValueError:
         pass
     return show(template_text, state, key, custom)
 
 
 def on_editor(pieces, state, length, key, custom):
-    tok, _ = model_menu.tokenizer(key)
     try:
-        n = int(length) if length else 0
-        if not 0 <= n <= 1024:
-            raise ValueError("the new blank length must be between 0 and 1024")
+        tok, _ = model_menu.tokenizer(key)
+        n = int_in(length if length not in (None, "") else 0, "the new blank length", *LIMITS["new_length"])
         got = story.from_editor(pieces, state or {}, tok, n or None)
     except ValueError as e:
-        return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
+        return refuse(e)
     if got is None:  # our own render coming back: nothing to do
-        return (gr.skip(),) * 5
+        return SKIP5
     segments, note = got
     return show_segments(segments, key, custom, note)
 
@@ -55,19 +68,21 @@ def on_editor(pieces, state, length, key, custom):
 def helper(kind: str):
     """The event of one helper button: blank a sentence, blank a fraction of the words, restore."""
     def fn(template_text, state, frac, key, custom):
-        tok, _ = model_menu.tokenizer(key)
         try:
+            tok, _ = model_menu.tokenizer(key)
+            template_text = text_in(template_text, "the text")
             if kind == "sentence":
                 segments = story.random_sentence(template_text, state or {}, tok, random.Random())
             elif kind == "words":
-                segments = story.fraction_of_words(template_text, state or {}, float(frac), tok, random.Random())
+                f = float_in(frac, "the fraction of words to blank", *LIMITS["fraction"])
+                segments = story.fraction_of_words(template_text, state or {}, f, tok, random.Random())
             else:
                 segments, n = story.restore(template_text, state or {})
                 if not n:
                     return show(template_text, state, key, custom,
                                 "No blank remembers its original text (blanks typed as [[N]] do not).")
         except ValueError as e:
-            return gr.skip(), gr.skip(), gr.skip(), error_md(str(e)), gr.skip()
+            return refuse(e)
         return show_segments(segments, key, custom)
     return fn
 
@@ -76,7 +91,7 @@ def on_table(rows):
     """Group numbers typed in the blanks table become the custom order."""
     try:
         groups = [int(float(r[4])) for r in (rows.values.tolist() if hasattr(rows, "values") else rows)]
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return gr.skip(), gr.skip(), error_md("group numbers in the blanks table must be whole numbers")
     return " ".join(map(str, groups)), "custom", gr.skip()
 
@@ -86,13 +101,17 @@ def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
     out = [page.template, page.editor, page.blanks_df, page.story_info, page.story_state]
 
     def on_example(idx, key, custom):
-        if idx is None or not 0 <= int(idx) < len(examples):
-            return (gr.skip(),) * 5
-        text = examples[int(idx)][1]
+        if not examples:
+            return refuse(ValueError("this server has no example stories"))
+        try:
+            i = int_in(idx, "the example number", 0, len(examples) - 1)
+        except ValueError as e:
+            return refuse(e)
+        text = examples[i][1]
         return show(text, story.new_state(text), key, custom)
 
     def on_model(key, template_text, state, custom):
-        return (model_menu.model_note(key),) + show(template_text, state, key, custom)
+        return (model_note(key),) + show(template_text, state, key, custom)
 
     page.template.input(on_typed, [page.template, page.story_state, page.model_dd, page.custom_order], out,
                         trigger_mode="always_last", show_progress="hidden", api_name="story")

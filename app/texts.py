@@ -1,12 +1,13 @@
 """What the page says and how it looks: the title, the CSS, the "How it works" help, the order
-menu's labels, and the short Markdown notes shown on the page (error messages, replay notes).
-Nothing here touches Gradio events or models; the UI modules show these.
+menu's labels, and the short Markdown notes shown on the page (error messages, replay notes, the
+note under the model menu, which reads a loaded model's size). Nothing here touches Gradio events
+or runs a model; the UI modules show these.
 """
 from __future__ import annotations
 
 import logging
 
-from . import render
+from . import model_menu, render
 
 log = logging.getLogger("a3studio")
 TITLE = "A3 Studio"
@@ -58,7 +59,7 @@ with one token at a time, left to right: exact, and on the same scale for every 
 
 
 def model_note_for_file(rec: dict) -> str:
-    label = rec.get("model", {}).get("label") or "an unknown model"
+    label = rec.get("model", {}).get("label") or rec.get("model", {}).get("key") or "an unknown model"
     return (f"Replaying a run made with {render.md_escape(str(label))}, which is not loaded here; the replay "
             "uses the recorded steps only.")
 
@@ -68,9 +69,25 @@ def error_md(msg: str) -> str:
 
 
 def failure_md(err: Exception) -> str:
-    """A refused request (ValueError) says what to change; anything else is logged and reported."""
+    """A refused request (ValueError) says what to change; anything else is logged and reported
+    by its kind only (its text may hold server paths)."""
     if isinstance(err, ValueError):
         return error_md(str(err))
     log.exception("decoding failed")
-    return error_md(f"decoding failed ({type(err).__name__}: {err}); try again or pick other settings")
+    return error_md(f"decoding failed on the server ({type(err).__name__}); try again or pick other settings")
 
+
+def model_note(key: str) -> str:
+    """The Markdown note under the menu: size, context, device, and a warning for random weights."""
+    try:
+        e = model_menu.menu_entry(key)
+        model, _ = model_menu.load(key)
+    except ValueError as err:  # not in the menu, or cannot be loaded: the message says which
+        return error_md(str(err))
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    text = (f"**Model:** {render.md_escape(e.label)} · {n:.1f}M parameters · context "
+            f"{model_menu.context_size(model)} tokens · {model.device.type}")
+    if not e.trained:
+        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
+                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
+    return text

@@ -8,6 +8,9 @@
 Every run is computed in one call (compute.compute) and then animated from its recorded steps at
 the user's speed; Stop cancels the animation. Module-level state is read-only (the model menu,
 the examples, loaded models); each user's story, last run and comparison live in gr.State.
+The input widgets are request.py's Slider, Dropdown, Number and StoryEditor: Gradio's own, drawn
+the same, but a value reaches the app's checks as a client sent it. The model menu's values are
+names, which every event resolves through model_menu.menu_entry.
 """
 from __future__ import annotations
 
@@ -19,8 +22,8 @@ import gradio as gr
 from model.core.decode import DYNAMIC_ORDERS
 
 from . import compare_tab, model_menu, render, run_events, story, story_events
-from .request import LIMITS
-from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE
+from .request import LIMITS, Dropdown, Number, Slider, StoryEditor
+from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE, model_note
 
 
 def build_demo() -> gr.Blocks:
@@ -38,7 +41,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}: blank out any span, pick an order, watch A3 fill it\n"
                     "A3 (any-order any-subset autoregression, arXiv 2601.13228) fills blanks one *group* "
                     "of tokens at a time, in any order you choose, with every token's probability on screen.")
-        page.model_md = gr.Markdown(model_menu.model_note(default.key), elem_id="model-note")
+        page.model_md = gr.Markdown(model_note(default.key), elem_id="model-note")
         with gr.Row():
             with gr.Column(scale=3):
                 story_column(page, v0, examples)
@@ -64,7 +67,7 @@ def story_column(page: SimpleNamespace, v0: story.StoryView, examples: list[tupl
     page.ex_ds = gr.Dataset(components=["textbox"], samples=[[t] for _, t in examples],
                             sample_labels=[t for t, _ in examples], type="index",
                             label="Example stories (click one)", elem_id="examples")
-    page.editor = gr.HighlightedText(
+    page.editor = StoryEditor(
         v0.editor, interactive=True, color_map=render.EDITOR_COLORS, combine_adjacent=False,
         show_legend=False, label="Story: select text to blank it · click a blank to type its "
         "length · × undoes it", elem_id="story-editor")
@@ -83,41 +86,41 @@ def story_column(page: SimpleNamespace, v0: story.StoryView, examples: list[tupl
             interactive=True, label="Blanks: type group numbers here to set a custom order",
             max_height=220, elem_id="blanks-table")
         with gr.Row():
-            page.frac_sl = gr.Slider(0.05, 0.5, value=0.15, step=0.05, label="fraction of words to blank")
-            page.new_len = gr.Number(0, minimum=0, maximum=1024, precision=0, label="new blank length "
-                                     "(0 = tokens of the selected text)", elem_id="new-length")
+            page.frac_sl = Slider(*LIMITS["fraction"], value=0.15, step=0.05, label="fraction of words to blank")
+            page.new_len = Number(0, minimum=LIMITS["new_length"][0], maximum=LIMITS["new_length"][1], precision=0,
+                                  label="new blank length (0 = tokens of the selected text)", elem_id="new-length")
     with gr.Row():
         page.run_btn = gr.Button("Fill the blanks", variant="primary", elem_id="run")
         page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
     page.caption = gr.Markdown("Press **Fill the blanks** to run.", elem_id="caption", elem_classes=["caption"])
     page.result = gr.HighlightedText([], color_map=render.COLOR_MAP, show_legend=True,
                                      combine_adjacent=False, label="Filling", elem_id="result")
-    page.replay_sl = gr.Slider(0, 1, value=0, step=1, label="Replay: scrub through the steps",
-                               visible=False, elem_id="replay")
+    page.replay_sl = Slider(0, 1, value=0, step=1, label="Replay: scrub through the steps",
+                            visible=False, elem_id="replay")
     page.status = gr.Markdown("", elem_id="status")
 
 
 def controls_column(page: SimpleNamespace, menu: list, default_key: str) -> None:
     """Model, order, group size / k, threshold, custom order, sampling, seed, animation speed."""
-    page.model_dd = gr.Dropdown([(e.label, e.key) for e in menu], value=default_key, label="Model",
-                                elem_id="model")
-    page.strategy = gr.Dropdown(STRATEGY_CHOICES, value="left_to_right", label="Order", elem_id="strategy")
-    page.group_size = gr.Slider(*LIMITS["group_size"], value=1, step=1, label="Group size (tokens per step; "
-                                "dynamic: k per step)", elem_id="group-size")
-    page.threshold = gr.Slider(*LIMITS["threshold"], value=0, step=0.05, label="Dynamic only: probability "
-                               "threshold (0 = off, use k)", elem_id="threshold")
+    page.model_dd = Dropdown([(e.label, e.key) for e in menu], value=default_key, label="Model",
+                             elem_id="model")
+    page.strategy = Dropdown(STRATEGY_CHOICES, value="left_to_right", label="Order", elem_id="strategy")
+    page.group_size = Slider(*LIMITS["group_size"], value=1, step=1, label="Group size (tokens per step; "
+                             "dynamic: k per step)", elem_id="group-size")
+    page.threshold = Slider(*LIMITS["threshold"], value=0, step=0.05, label="Dynamic only: probability "
+                            "threshold (0 = off, use k)", elem_id="threshold")
     page.custom_order = gr.Textbox("", label="Custom order: one group number per blank, e.g. 2 1 3",
                                    placeholder="2 1 3", elem_id="custom-order")
     with gr.Accordion("Sampling", open=True):
-        page.temperature = gr.Slider(*LIMITS["temperature"], value=0, step=0.05, label="Temperature (0 = greedy)",
-                                     elem_id="temperature")
-        page.top_k = gr.Slider(*LIMITS["top_k"], value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
-        page.top_p = gr.Slider(*LIMITS["top_p"], value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
+        page.temperature = Slider(*LIMITS["temperature"], value=0, step=0.05, label="Temperature (0 = greedy)",
+                                  elem_id="temperature")
+        page.top_k = Slider(*LIMITS["top_k"], value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
+        page.top_p = Slider(*LIMITS["top_p"], value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
         with gr.Row():
             page.seed = gr.Textbox("0", label="Seed", elem_id="seed", scale=3)
             page.dice = gr.Button("Random seed", size="sm", scale=1, elem_id="dice")
-    page.speed = gr.Slider(0, 1, value=0.15, step=0.05, label="Animation: seconds per step (0 = instant)",
-                           elem_id="speed")
+    page.speed = Slider(0, 1, value=0.15, step=0.05, label="Animation: seconds per step (0 = instant)",
+                        elem_id="speed")
 
 
 def result_tab(page: SimpleNamespace) -> None:

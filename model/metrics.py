@@ -1,5 +1,11 @@
-"""`python -m model.metrics`: held-out likelihood metrics for a model card (the code is in model/evaluation/metrics.py)."""
-from model.evaluation.metrics import main
+"""`python -m model.metrics`: held-out likelihood metrics for a model card (model/evaluation/metrics.py),
+or with --domains the per-domain table of several adapters (model/evaluation/domains.py)."""
+import sys
 
 if __name__ == "__main__":
-    main()
+    if "--domains" in sys.argv[1:]:
+        from model.evaluation.domains import main
+        main(sys.argv[1:])
+    else:
+        from model.evaluation.metrics import main
+        main()

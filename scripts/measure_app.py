@@ -23,7 +23,7 @@ try:
     from app.model_menu import available_models
     from model.core.infill import parse_template, encode_segments
     key = available_models()[0].key
-    tok = load_tokenizer(key)
+    tok = load_tokenizer(available_models()[0].path)
     ids = tok.encode(open(ROOT / "assets/examples/04-a-change-of-plans.txt").read(), add_special_tokens=False)
     tpl = tok.decode(ids[:45]) + " [[10]]" + tok.decode(ids[46:91])
     enc = encode_segments(tok, parse_template(tpl), 0)

@@ -107,3 +107,29 @@ def table(results: dict, models: list[str]) -> str:
         cells += [f"{res[m]['word_top1_a3']:.1%}" for m in models]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def main(argv) -> None:
+    """`python -m model.metrics --domains ...`: the per-domain table of every --model against --base."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m model.metrics --domains", description=__doc__.split("\n\n")[0])
+    p.add_argument("--domains", action="store_true", help="(this table)")
+    p.add_argument("--model", action="append", required=True, help="an A3 checkpoint or adapter; repeat to compare")
+    p.add_argument("--base", required=True, help="the base they were adapted from (smollm2-135m-gguf or a folder)")
+    p.add_argument("--rows", type=int, default=8, help="held-out rows per domain")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per row, BOS included")
+    p.add_argument("--seed", type=int, default=0, help="seed of the spans and words")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
+    p.add_argument("--brown", default="data/brown", help="prepared Brown corpus")
+    p.add_argument("--austen", default="data/austen", help="prepared Austen corpus")
+    p.add_argument("--out", default="docs/domains", help="where domains.md and domains.json go")
+    a = p.parse_args(argv)
+    if a.rows < 1 or a.seq_len < 48:
+        p.error("--rows must be at least 1 and --seq-len at least 48")
+    res = run_domains(a.model, a.base, a.rows, a.seq_len, a.device, a.seed, brown=a.brown, austen=a.austen)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "domains.json").write_text(json.dumps(res, indent=1) + "\n")
+    text = table(res, a.model)
+    (out / "domains.md").write_text(text)
+    print(text)

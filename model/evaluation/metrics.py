@@ -155,16 +155,8 @@ def main(argv=None) -> None:
         p.error(f"--seq-len must be at least 48 (the 5-20 token spans sit in the middle half of a row) and "
                 f"--rows at least 1; got --seq-len {a.seq_len} --rows {a.rows}")
     models = a.model or ["assets/a3-austen-tiny"]
-    if a.domains:
-        from .domains import run_domains, table
-        res = run_domains(models, a.base, a.rows, a.seq_len, a.device, a.seed)
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "domains.json").write_text(json.dumps(res, indent=1) + "\n")
-        text = table(res, models)
-        (out / "domains.md").write_text(text)
-        print(text)
-        return
+    if a.domains:  # the per-domain table: model/evaluation/domains.py, through its own entry point
+        raise SystemExit("run the per-domain table as `python -m model.metrics --domains ...`")
     model, tok = load_a3(models[-1], device=a.device)
     base = resolve_base(a.base).to(a.device).eval()
     rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)

@@ -1,0 +1,157 @@
+"""Many users at once: N concurrent gradio_client clients run the same request against the app,
+then the same runs go through one client, one after another, for comparison.
+
+    python scripts/load_test.py                          # launch `python app.py` on the shipped model, 16 clients
+    python scripts/load_test.py --clients 32 --runs 3
+    python scripts/load_test.py --url http://127.0.0.1:7860/ --key a3-austen-tiny
+
+The request: a 100-token story (the start of assets/examples/04-a-change-of-plans.txt, tokenized
+with the model's tokenizer) with one 10-token blank, left to right, greedy, animation off. A run
+counts as an error when it raises, times out, or does not end with its "Done:" line. Reported:
+errors, latency (submit to last frame) p50 / p95 / max, throughput (runs/s) for both phases.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "assets" / "examples" / "04-a-change-of-plans.txt"
+
+
+def story(model_dir: Path, before: int = 45, blank: int = 10, after: int = 45) -> str:
+    """A template of before + blank + after tokens (100 with the defaults) in the model's tokenizer."""
+    from model.core.checkpoint import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    ids = tok.encode(EXAMPLE.read_text(encoding="utf-8"), add_special_tokens=False)
+    if len(ids) < before + blank + after:
+        raise SystemExit(f"{EXAMPLE.name} has {len(ids)} tokens; the story needs {before + blank + after}")
+    return tok.decode(ids[:before]) + f" [[{blank}]]" + tok.decode(ids[before + blank:before + blank + after])
+
+
+def launch(model_dir: Path, port: int) -> subprocess.Popen:
+    """`python app.py` with this model first in the menu; returns once the page answers."""
+    env = dict(os.environ, A3_MODEL_DIR=str(model_dir), GRADIO_SERVER_PORT=str(port),
+               GRADIO_SERVER_NAME="127.0.0.1", GRADIO_ANALYTICS_ENABLED="False")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=str(ROOT), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"app.py exited with code {proc.returncode} before it was ready")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("app.py was not ready after 300 s")
+
+
+def one_run(client, args: list, timeout: float) -> tuple[float, str | None]:
+    """(seconds from submit to the last frame, error or None) of one /run."""
+    t0 = time.perf_counter()
+    job = client.submit(*args, api_name="/run")
+    while not job.done():
+        if time.perf_counter() - t0 > timeout:
+            job.cancel()
+            return time.perf_counter() - t0, f"no result within {timeout:.0f} s"
+        time.sleep(0.005)
+    secs = time.perf_counter() - t0
+    if job.exception() is not None:
+        return secs, f"{type(job.exception()).__name__}: {job.exception()}"
+    outs = job.outputs()
+    status = outs[-1][3] if outs and isinstance(outs[-1][3], str) else ""
+    return secs, None if status.startswith("Done:") else f"no 'Done:' line: {str(outs[-1][3] if outs else None)[:120]}"
+
+
+def phase(url: str, args: list, clients: int, runs: int, timeout: float) -> dict:
+    """`clients` clients, each on its own session and thread, each doing `runs` runs back to back."""
+    from gradio_client import Client
+
+    conns = [Client(url, verbose=False) for _ in range(clients)]
+    results, lock = [], threading.Lock()
+    start = threading.Barrier(clients)
+
+    def user(c):
+        start.wait()  # everyone starts together
+        for _ in range(runs):
+            r = one_run(c, args, timeout)
+            with lock:
+                results.append(r)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(user, conns))
+    wall = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    lat = sorted(s for s, _ in results)
+    errors = [e for _, e in results if e]
+    q = statistics.quantiles(lat, n=20, method="inclusive") if len(lat) > 1 else lat * 19
+    return {"clients": clients, "runs": len(results), "errors": len(errors),
+            "first_error": errors[0] if errors else "", "p50": statistics.median(lat), "p95": q[18],
+            "max": lat[-1], "wall": wall, "runs_per_s": len(results) / wall}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--url", help="a running app (default: launch `python app.py` on --model)")
+    p.add_argument("--model", default=str(ROOT / "assets" / "a3-austen-tiny"),
+                   help="checkpoint to serve (and whose tokenizer writes the story)")
+    p.add_argument("--key", help="menu key to request (default: the app's default model)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    p.add_argument("--runs", type=int, default=5, help="runs per client; the serial phase does clients x runs")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run counts as an error")
+    p.add_argument("--port", type=int, default=7893, help="port for the launched app")
+    p.add_argument("--no-serial", action="store_true", help="skip the one-client phase")
+    a = p.parse_args(argv)
+
+    model = Path(a.model).resolve()
+    template = story(model)
+    proc = None if a.url else launch(model, a.port)
+    url = a.url or f"http://127.0.0.1:{a.port}/"
+    try:
+        from gradio_client import Client
+
+        c = Client(url, verbose=False)
+        menu = next(x for x in c.config["components"] if x.get("props", {}).get("elem_id") == "model")
+        key = a.key or menu["props"]["value"]  # the app's default model (a menu key is a name)
+        args = [template, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0]  # greedy, animation off
+        secs, err = one_run(c, args, a.timeout)  # warm-up: the first run pays for lazy imports
+        c.close()
+        if err:
+            raise SystemExit(f"the warm-up run failed: {err}")
+        print(f"app {url} · model {key} · request: 100-token story, one 10-token blank, left to right, "
+              f"greedy, animation off · warm-up {secs:.2f} s · CPUs: {os.cpu_count()}, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        rows = [phase(url, args, a.clients, a.runs, a.timeout)]
+        if not a.no_serial:
+            rows.append(phase(url, args, 1, a.clients * a.runs, a.timeout))
+        print("\n| clients | runs | errors | p50 (s) | p95 (s) | max (s) | wall (s) | runs/s |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['clients']} | {r['runs']} | {r['errors']} | {r['p50']:.2f} | {r['p95']:.2f} | "
+                  f"{r['max']:.2f} | {r['wall']:.1f} | {r['runs_per_s']:.2f} |")
+        for r in rows:
+            if r["errors"]:
+                print(f"first error with {r['clients']} client(s): {r['first_error']}")
+        return 1 if any(r["errors"] for r in rows) else 0
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
