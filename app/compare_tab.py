@@ -64,7 +64,7 @@ def wire(tab: CompareTab, template, model_dd, story_state, sampling_inputs, spee
         try:
             for i in range(2):
                 st, gs, thr, co = side_vals[4 * i:4 * i + 4]
-                recs.append(prepare_run(template_text, key, st, gs, thr, co, temp, tk, tp, sd, state))
+                recs.append(prepare_run(template_text, key, st, gs, thr, co, temp, tk, tp, sd, state, plan=False)[:4])
         except ValueError as e:
             yield skip[:-2] + (error_md(f"order {'AB'[len(recs)]}: {e}"), gr.skip())
             return

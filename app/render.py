@@ -143,7 +143,7 @@ def strategy_label(settings: dict) -> str:
 
 def editor_spans(segments: list[Segment]) -> list[tuple[str, str | None]]:
     """The blank editor's value: visible text unlabelled, each blank as its [[N]] marker."""
-    return [(f"[[{s.length}]]", EDITOR_BLANK) if isinstance(s, Blank) else (s, None) for s in segments]
+    return [(s.marker, EDITOR_BLANK) if isinstance(s, Blank) else (s, None) for s in segments]
 
 
 def blanks_table(segments: list[Segment], width: int = 24) -> list[list]:
@@ -152,7 +152,38 @@ def blanks_table(segments: list[Segment], width: int = 24) -> list[list]:
     for s in segments:
         if isinstance(s, Blank):
             ctx = before[-width:].replace("\n", " ")
-            rows.append([len(rows) + 1, s.length, ("…" if len(before) > width else "") + ctx, s.original or ""])
+            size = str(s.length) if s.choose is None else f"{s.choose[0]}-{s.choose[1]} (model's choice)"
+            rows.append([len(rows) + 1, size, ("…" if len(before) > width else "") + ctx, s.original or ""])
         else:
             before = s
     return rows
+
+
+RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)", "right": "log p of the text after the blank",
+              "story": "log p of the whole story", "both_per_token": "log p of the fill given both sides, per token",
+              "greedy": "your settings first"}
+
+
+def candidate_rows(rec: dict) -> list[list]:
+    """[rank, fill, length, made by, score, log p after the blank, log p fill | both sides] per
+    candidate of a run, best first; [] for a plain run."""
+    rows = []
+    for i, c in enumerate(rec.get("candidates") or []):
+        fills = c.get("fills") or (c.get("record") or {}).get("fills") or []
+        rows.append([i + 1, " / ".join(f.strip() for f in fills), c["length"], c["label"], round(c["value"], 3),
+                     round(c["right"], 2), round(c["both"], 2)])
+    return rows
+
+
+def ranking_note(rec: dict) -> str:
+    """'Best of 4 candidates (orders pool) by ...; chosen length 12 (runners-up 8, 17)' (plain text)."""
+    r = rec["ranking"]
+    cands = rec["candidates"]
+    text = (f"Best of {len(cands)} candidates ({r['pool']} pool) by {RULE_NAMES.get(r['rule'], r['rule'])}"
+            + (f", showing #{rec['shown'] + 1}" if rec.get("shown") else "") + ".")
+    if r.get("lengths"):
+        seen = list(dict.fromkeys(c["length"] for c in cands))
+        text += f" Chosen length {seen[0]} tokens (runners-up: {', '.join(map(str, seen[1:4])) or 'none'})."
+    if r.get("note"):
+        text += f" Note: {r['note']}."
+    return text

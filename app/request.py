@@ -18,11 +18,13 @@ is compute.py's job.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from abc import ABCMeta
 
 import gradio as gr
 from gradio.components.highlighted_text import HighlightedTextData
 
+from model.core.candidates import POOLS
 from model.core.decode import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig
 from model.core.infill import (Blank, clean_text, custom_groups, encode_segments, parse_custom_order,
                                parse_template)
@@ -32,7 +34,7 @@ from . import model_menu
 
 MAX_SEED = 2 ** 63 - 1
 # the ranges of the sampling, grouping and story widgets; values from the API or a run file are held to them too
-LIMITS = {"group_size": (1, 64), "threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_k": (0, 200),
+LIMITS = {"candidates": (1, 8), "group_size": (1, 64), "threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "top_k": (0, 200),
           "top_p": (0.05, 1.0), "fraction": (0.05, 0.5), "new_length": (0, 1024)}
 MAX_CHARS = 100_000  # longer text cannot fit any model's context here; refuse before tokenizing it
 MAX_CUSTOM_CHARS = 2000
@@ -99,7 +101,7 @@ def parse_seed(text) -> int:
 
 
 def settings_from_inputs(template, strategy, group_size, threshold, custom_order, temperature,
-                         top_k, top_p, seed) -> dict:
+                         top_k, top_p, seed, candidates=1, pool="orders") -> dict:
     """Raw widget values -> a checked settings dict (see run_file.SETTINGS_DEFAULTS). Text is
     stored cleaned, so a record never holds what a file or a page cannot."""
     template = text_in(template, "the text")
@@ -119,7 +121,18 @@ def settings_from_inputs(template, strategy, group_size, threshold, custom_order
         "top_p": float_in(top_p, "top-p", *LIMITS["top_p"]),
         "seed": parse_seed(seed),
         "context": "block",
+        "candidates": int_in(candidates if candidates not in (None, "") else 1, "the number of candidates",
+                             *LIMITS["candidates"]),
+        "pool": _pool(pool),
     }
+
+
+def _pool(pool) -> str:
+    if pool in (None, ""):
+        return "orders"
+    if not isinstance(pool, str) or pool not in POOLS:
+        raise ValueError(f"unknown candidate pool {_shown(pool)}; pick one of {', '.join(POOLS)}")
+    return pool
 
 
 def decode_config(settings: dict, blank_spans: list[list[int]]) -> DecodeConfig:
@@ -145,23 +158,27 @@ def build_request(settings: dict, tokenizer, max_positions: int, originals: list
     segments = parse_template(settings["template"])
     if originals:  # blanks made by selection or a helper remember the text they replaced
         it = iter(originals)
-        segments = [Blank(s.length, next(it, None)) if isinstance(s, Blank) else s for s in segments]
+        segments = [replace(s, original=next(it, None)) if isinstance(s, Blank) else s for s in segments]
     enc = encode_segments(tokenizer, segments, tokenizer.bos_token_id, max_positions)
     return segments, enc, decode_config(settings, enc.blank_spans)
 
 
 def prepare_run(template, model_key, strategy, group_size, threshold, custom_order, temperature, top_k,
-                top_p, seed, state):
-    """Check everything a run needs: (settings, encoded, cfg, entry dict) or ValueError. The model
-    key is resolved through the menu (model_menu.menu_entry), never used as a path."""
+                top_p, seed, state, candidates=1, pool="orders", plan=True):
+    """Check everything a run needs: (settings, encoded, cfg, entry dict, segments) or ValueError.
+    The model key is resolved through the menu (model_menu.menu_entry), never used as a path.
+    plan=False refuses blanks whose length the model chooses (a view that runs one fill)."""
     entry = model_menu.menu_entry(model_key)
     settings = settings_from_inputs(template, strategy, group_size, threshold, custom_order,
-                                    temperature, top_k, top_p, seed)
+                                    temperature, top_k, top_p, seed, candidates, pool)
     tok, ctx = model_menu.tokenizer(entry.key)
     state = state if isinstance(state, dict) else {}
     originals = state.get("originals") if state.get("template") == settings["template"] else None
-    _, enc, cfg = build_request(settings, tok, ctx, originals)
-    return settings, enc, cfg, {"label": entry.label, "key": entry.key, "trained": entry.trained}
+    segments, enc, cfg = build_request(settings, tok, ctx, originals)
+    info = {"label": entry.label, "key": entry.key, "trained": entry.trained}
+    if not plan and enc.chosen is not None:
+        raise ValueError("this view needs every blank's length: give the [[?]] / [[a-b]] blank a number of tokens")
+    return settings, enc, cfg, info, segments
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,6 +199,8 @@ Slider = _as_sent(gr.Slider, "Slider", "gr.Slider; int_in / float_in check its v
 Number = _as_sent(gr.Number, "Number", "gr.Number; int_in checks its value.")
 Dropdown = _as_sent(gr.Dropdown, "Dropdown", "gr.Dropdown; a model key goes to model_menu.menu_entry, an order to "
                     "settings_from_inputs, each refused with its own message.")
+Radio = _as_sent(gr.Radio, "Radio", "gr.Radio; the candidate pool goes to settings_from_inputs, refused with its "
+                 "own message.")
 StoryEditor = _as_sent(gr.HighlightedText, "StoryEditor", "gr.HighlightedText; story.editor_pieces checks its pieces "
                        "(Gradio would validate them against its data model first, with no message).",
                        data_model=None, api_info=lambda self: HighlightedTextData.model_json_schema())

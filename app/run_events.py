@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from . import figures, model_menu, render, run_file
-from .compute import execute
+from .candidate_plan import plan_candidates
+from .compute import execute, execute_candidates
 from .request import int_in, prepare_run
 from .texts import error_md, failure_md, model_note_for_file
 
@@ -70,7 +71,7 @@ def wire(page: SimpleNamespace) -> None:
     run_inputs = [page.template, page.model_dd, page.strategy, page.group_size, page.threshold, page.custom_order,
                   page.temperature, page.top_k, page.top_p, page.seed, page.story_state]
     run_out = [page.result, page.caption, page.replay_sl, page.status, page.stats_df, page.filled,
-               page.order_plot, page.token_plot, page.download, page.run_state]
+               page.order_plot, page.token_plot, page.download, page.run_state, page.cands_df, page.cand_pick]
     settings_out = [page.template, page.strategy, page.group_size, page.threshold, page.custom_order,
                     page.temperature, page.top_k, page.top_p, page.seed]
     skip_all = (gr.skip(),) * len(run_out)
@@ -85,9 +86,14 @@ def wire(page: SimpleNamespace) -> None:
         st = rec["stats"]
         done = (f"Done: {st['tokens']} tokens in {len(rec['steps'])} steps, {st['forward_passes']} forward "
                 f"passes, {st['decode_seconds']:.3f} s ({st['tokens_per_s'] or 0:.0f} tokens/s).")
+        cands = render.candidate_rows(rec)
+        if rec.get("ranking"):
+            done += " " + render.ranking_note(rec)
         return tuple(out) + (done, stats_table(rec), render.filled_text(rec), figures.order_figure(rec),
                              figures.token_figure(rec), gr.update(value=run_file.save_run(rec), interactive=True),
-                             rec)
+                             rec, cands, gr.update(choices=[(f"#{r[0]}: {r[1][:60]}", r[0] - 1) for r in cands],
+                                                   value=rec.get("shown", 0) if cands else None,
+                                                   interactive=bool(cands)))
 
     def animate(rec, speed):
         n = len(rec["steps"])
@@ -95,21 +101,39 @@ def wire(page: SimpleNamespace) -> None:
             yield frame(rec, k, final=k == n)
 
     def run_fill(*args):
-        *inputs, speed = args
+        *inputs, speed, n_cands, pool = args
         try:
-            settings, enc, cfg, entry = prepare_run(*inputs)
+            settings, enc, cfg, entry, segments = prepare_run(*inputs, candidates=n_cands, pool=pool)
+            tok, ctx = model_menu.tokenizer(entry["key"])
+            plan = plan_candidates(settings, segments, cfg, tok, ctx)
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
             return
-        # frame 0 at once; last run's numbers, plots and file cleared
-        yield frame(preview(settings, enc, entry), 0)[:3] + (
-            "Computing…", [], "", None, None, gr.update(value=None, interactive=False), gr.skip())
+        # frame 0 at once; last run's numbers, plots, file and candidates cleared
+        first = preview(settings, plan.requests[0].enc if plan else enc, entry)
+        wait = f"Computing {len(plan.requests) * len(plan.configs)} candidates…" if plan else "Computing…"
+        yield frame(first, 0)[:3] + (wait, [], "", None, None, gr.update(value=None, interactive=False), gr.skip(),
+                                     [], gr.update(choices=[], value=None, interactive=False))
         try:
-            rec = execute(settings, enc, cfg, entry)
+            rec = execute_candidates(settings, plan, entry) if plan else execute(settings, enc, cfg, entry)
         except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
             yield skip_all[:3] + (failure_md(e),) + skip_all[4:]
             return
         yield from animate(rec, speed)
+
+    def show_candidate(k, rec, speed):
+        """Animate ranked candidate k of the last run (its own record); the list stays."""
+        try:
+            if not rec or not rec.get("candidates"):
+                raise ValueError("there are no candidates to show: run with more than one candidate, or a [[?]] blank")
+            k = int_in(k, "the candidate number", 0, len(rec["candidates"]) - 1)
+        except ValueError as e:
+            yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
+            return
+        chosen = {**rec["candidates"][k]["record"], "candidates": rec["candidates"], "ranking": rec["ranking"],
+                  "shown": k}
+        yield frame(chosen, 0)
+        yield from animate(chosen, speed)
 
     def on_scrub(k, rec):
         try:
@@ -148,12 +172,14 @@ def wire(page: SimpleNamespace) -> None:
             yield out + (values if first else (gr.skip(),) * len(values))
             first = False
 
-    run_ev = page.run_btn.click(run_fill, run_inputs + [page.speed], run_out, concurrency_limit=8,
-                                concurrency_id="run", api_name="run", show_progress="minimal")
-    replay_ev = page.replay_btn.click(replay, [page.run_state, page.speed], run_out, concurrency_limit=8,
+    run_ev = page.run_btn.click(run_fill, run_inputs + [page.speed, page.n_cands, page.pool], run_out,
+                                concurrency_limit=16, concurrency_id="run", api_name="run", show_progress="minimal")
+    replay_ev = page.replay_btn.click(replay, [page.run_state, page.speed], run_out, concurrency_limit=16,
                                       concurrency_id="run", api_name="replay")
     load_ev = page.upload.upload(load_run, [page.upload, page.speed], run_out + settings_out,
-                                 concurrency_limit=8, concurrency_id="run", api_name="load_run")
+                                 concurrency_limit=16, concurrency_id="run", api_name="load_run")
+    page.show_cand.click(show_candidate, [page.cand_pick, page.run_state, page.speed], run_out, concurrency_limit=16,
+                         concurrency_id="run", api_name="show_candidate")
     page.replay_sl.input(on_scrub, [page.replay_sl, page.run_state], [page.result, page.caption, page.order_plot],
                          trigger_mode="always_last", show_progress="hidden", api_name="scrub")
     page.stop_btn.click(lambda: "Stopped.", None, page.status, cancels=[run_ev, replay_ev, load_ev], queue=False,

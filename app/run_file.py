@@ -52,6 +52,7 @@ RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"  # the files offered fo
 
 SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 1, "threshold": None,
                      "custom_order": "", "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
+                     "candidates": 1, "pool": "orders",
                      "context": "block"}
 
 
@@ -116,6 +117,12 @@ def save_run(rec: dict) -> str:
 
 
 def to_json(record: dict) -> str:
+    """The file's text: a candidate run keeps each candidate's summary and fills, not its steps."""
+    if record.get("candidates"):
+        record = {**record, "candidates": [
+            {k: c[k] for k in ("label", "length", "value", "right", "both")}
+            | {"fills": c.get("fills") or (c.get("record") or {}).get("fills") or []} for c in record["candidates"]]}
+        record.pop("shown", None)
     return json.dumps(record, ensure_ascii=False, indent=1)
 
 
@@ -271,7 +278,26 @@ def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
     created = raw.get("created")
     ok = isinstance(created, str) and len(created) <= 40 and not _SURROGATE.search(created)
     rec["created"] = created if ok else ""
+    if raw.get("candidates") is not None:
+        rec["candidates"] = [_candidate(c, i, n_blanks) for i, c in enumerate(_list(raw["candidates"], "candidates", 64))]
+        r = _obj(raw.get("ranking"), "ranking")
+        rec["ranking"] = {"rule": _str(r.get("rule"), "ranking.rule", 40), "pool": _str(r.get("pool"), "ranking.pool", 20),
+                          "n": _int(r.get("n"), "ranking.n", 1, 64),
+                          "lengths": [_int(x, f"ranking.lengths[{i}]", 1, MAX_POSITIONS)
+                                      for i, x in enumerate(_list(r.get("lengths", []), "ranking.lengths", 64))],
+                          "note": _str(r.get("note", ""), "ranking.note", 500)}
     return rec
+
+
+def _candidate(c, i: int, n_blanks: int) -> dict:
+    """A candidate's summary in a run file: who made it, its length, its scores and its fills."""
+    f = f"candidates[{i}]"
+    _obj(c, f)
+    fills = _list(c.get("fills"), f"{f}.fills", n_blanks, n_blanks)
+    return {"label": _str(c.get("label"), f"{f}.label", 200), "length": _int(c.get("length"), f"{f}.length", 1, MAX_POSITIONS),
+            "value": _num(c.get("value"), f"{f}.value"), "right": _num(c.get("right"), f"{f}.right"),
+            "both": _num(c.get("both"), f"{f}.both"),
+            "fills": [_str(x, f"{f}.fills[{j}]", MAX_CHARS) for j, x in enumerate(fills)]}
 
 
 def _step(s, k: int, open_: set[int], T: int) -> dict:
@@ -330,7 +356,8 @@ def _settings(s) -> dict:
     _need(s["context"] in ("block", "causal"), "settings.context must be 'block' or 'causal'")
     try:
         out = settings_from_inputs(s["template"], s["strategy"], s["group_size"], s["threshold"],
-                                   s["custom_order"], s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
+                                   s["custom_order"], s["temperature"], s["top_k"], s["top_p"], str(s["seed"]),
+                                   s["candidates"], s["pool"])
     except ValueError as e:
         _need(False, f"settings: {e}")
     return {**out, "context": s["context"]}

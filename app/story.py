@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from model.core.infill import (BLANK_RE, Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence,
+from model.core.infill import (BLANK_RE, UNKNOWN_RANGE, Blank, blank_char_spans, blank_fraction_of_words, blank_random_sentence,
                           blanks_of, clean_text, encode_segments, format_template, merge_text,
                           parse_custom_order, parse_template, token_counter)
 
@@ -28,7 +28,8 @@ from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
 from .request import MAX_CHARS
 
 
-MARKER_RE = re.compile(r"\[\[\s*\+?\d{1,6}\s*\]\]")  # a well-formed [[N]] as the editor renders it
+# a well-formed blank as the editor renders it: [[N]], [[?]] or [[a-b]]
+MARKER_RE = re.compile(r"\[\[\s*(?:\+?\d{1,6}|\?|\d{1,3}\s*-\s*\d{1,3})\s*\]\]")
 
 
 def new_state(template: str = "", originals: list | None = None) -> dict:
@@ -132,10 +133,12 @@ def editor_pieces(value) -> list[tuple[str, object]]:
     return out
 
 
-def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -> tuple[list, str] | None:
+def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None,
+                choose_length: bool = False) -> tuple[list, str] | None:
     """Read the editor's value back into segments; None when nothing changed (our own render).
     A malformed value (only an API client sends one) is a ValueError saying what is wrong.
 
+    choose_length: new blanks get a length the model chooses ([[?]]) instead of a number.
     Returns (segments, note)."""
     pieces = editor_pieces(pieces)
     if not pieces:
@@ -149,7 +152,10 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -
 
     def flush():
         nonlocal text, spans, lengths
-        segments.extend(blank_char_spans(text, spans, count, lengths) if spans else [text])
+        new = blank_char_spans(text, spans, count, lengths) if spans else [text]
+        if choose_length:
+            new = [replace(b, choose=UNKNOWN_RANGE) if isinstance(b, Blank) else b for b in new]
+        segments.extend(new)
         text, spans, lengths = "", [], []
 
     for tok, label in pieces:
@@ -170,8 +176,7 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None) -
             text += tok[last:]
         elif marker and str(label) == EDITOR_BLANK:
             flush()
-            segments.append(parse_template(tok.strip())[0])
-            segments[-1] = Blank(segments[-1].length, old[k] if k < len(old) else None)
+            segments.append(replace(parse_template(tok.strip())[0], original=old[k] if k < len(old) else None))
             k += 1
         elif marker and _label_length(label):  # a blank's label edited to a number: resize it
             flush()

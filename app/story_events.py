@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from . import model_menu, story
+from . import model_menu, render, story
 from .request import LIMITS, float_in, int_in, text_in
 from .texts import error_md, model_note
 
@@ -52,11 +52,11 @@ def on_typed(template_text, state, key, custom):
     return show(template_text, state, key, custom)
 
 
-def on_editor(pieces, state, length, key, custom):
+def on_editor(pieces, state, length, key, custom, choose=False):
     try:
         tok, _ = model_menu.tokenizer(key)
         n = int_in(length if length not in (None, "") else 0, "the new blank length", *LIMITS["new_length"])
-        got = story.from_editor(pieces, state or {}, tok, n or None)
+        got = story.from_editor(pieces, state or {}, tok, n or None, choose_length=choose is True)
     except ValueError as e:
         return refuse(e)
     if got is None:  # our own render coming back: nothing to do
@@ -110,6 +110,21 @@ def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
         text = examples[i][1]
         return show(text, story.new_state(text), key, custom)
 
+    def on_use_candidate(k, rec, key, custom):
+        """Put ranked candidate k's fills into the story: the blanks become its text."""
+        try:
+            cands = rec.get("candidates") if isinstance(rec, dict) else None
+            if not cands:
+                raise ValueError("there are no candidates yet: run with more than one candidate, or a [[?]] blank")
+            k = int_in(k, "the candidate number", 0, len(cands) - 1)
+            text = render.filled_text(cands[k]["record"]) if "record" in cands[k] else None
+            if text is None:
+                raise ValueError("this run was loaded from a file: its candidates are listed, not kept; run it again")
+        except ValueError as e:
+            return refuse(e)
+        return show(text, story.new_state(text), key, custom,
+                    f"Candidate #{k + 1} is in the story now; blank something else to continue.")
+
     def on_model(key, template_text, state, custom):
         return (model_note(key),) + show(template_text, state, key, custom)
 
@@ -117,7 +132,8 @@ def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
                         trigger_mode="always_last", show_progress="hidden", api_name="story")
     page.ex_ds.click(on_example, [page.ex_ds, page.model_dd, page.custom_order], out, show_progress="hidden",
                      api_name="example")
-    page.editor.change(on_editor, [page.editor, page.story_state, page.new_len, page.model_dd, page.custom_order],
+    page.editor.change(on_editor, [page.editor, page.story_state, page.new_len, page.model_dd, page.custom_order,
+                                   page.choose_len],
                        out, show_progress="hidden", api_name="editor")
     helper_in = [page.template, page.story_state, page.frac_sl, page.model_dd, page.custom_order]
     page.sent_btn.click(helper("sentence"), helper_in, out, api_name="blank_sentence")
@@ -125,6 +141,8 @@ def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
     page.restore_btn.click(helper("restore"), helper_in, out, api_name="restore")
     page.frac_sl.change(lambda f: gr.update(value=f"Blank {round(float(f) * 100)}% of the words"), page.frac_sl,
                         page.words_btn, show_progress="hidden", api_visibility="private")
+    page.use_cand.click(on_use_candidate, [page.cand_pick, page.run_state, page.model_dd, page.custom_order], out,
+                        api_name="use_candidate")
     page.model_dd.change(on_model, [page.model_dd, page.template, page.story_state, page.custom_order],
                          [page.model_md] + out, api_visibility="private")
     page.blanks_df.input(on_table, page.blanks_df, [page.custom_order, page.strategy, page.story_info],

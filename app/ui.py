@@ -22,7 +22,8 @@ import gradio as gr
 from model.core.decode import DYNAMIC_ORDERS
 
 from . import compare_tab, model_menu, render, run_events, story, story_events
-from .request import LIMITS, Dropdown, Number, Slider, StoryEditor
+from .candidate_plan import DEFAULT_CANDIDATES
+from .request import LIMITS, Dropdown, Number, Radio, Slider, StoryEditor
 from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE, model_note
 
 
@@ -82,13 +83,15 @@ def story_column(page: SimpleNamespace, v0: story.StoryView, examples: list[tupl
                                    "blank of N tokens", elem_id="template")
         page.blanks_df = gr.Dataframe(
             v0.table, headers=["#", "tokens", "text before it", "original", "group (custom)"],
-            datatype=["number", "number", "str", "str", "number"], static_columns=[0, 1, 2, 3],
+            datatype=["number", "str", "str", "str", "number"], static_columns=[0, 1, 2, 3],
             interactive=True, label="Blanks: type group numbers here to set a custom order",
             max_height=220, elem_id="blanks-table")
         with gr.Row():
             page.frac_sl = Slider(*LIMITS["fraction"], value=0.15, step=0.05, label="fraction of words to blank")
             page.new_len = Number(0, minimum=LIMITS["new_length"][0], maximum=LIMITS["new_length"][1], precision=0,
                                   label="new blank length (0 = tokens of the selected text)", elem_id="new-length")
+            page.choose_len = gr.Checkbox(False, label="let the model choose the length of new blanks ([[?]])",
+                                          elem_id="choose-length")
     with gr.Row():
         page.run_btn = gr.Button("Fill the blanks", variant="primary", elem_id="run")
         page.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -98,6 +101,17 @@ def story_column(page: SimpleNamespace, v0: story.StoryView, examples: list[tupl
     page.replay_sl = Slider(0, 1, value=0, step=1, label="Replay: scrub through the steps",
                             visible=False, elem_id="replay")
     page.status = gr.Markdown("", elem_id="status")
+    with gr.Accordion("Candidates, ranked (more than one candidate, or a [[?]] blank)", open=True,
+                      elem_id="candidates"):
+        page.cands_df = gr.Dataframe(headers=["#", "fill", "tokens", "made by", "score", "log p after the blank",
+                                              "log p fill | both sides"],
+                                     datatype=["number", "str", "number", "str", "number", "number", "number"],
+                                     interactive=False, wrap=True, max_height=300, elem_id="cands-table")
+        with gr.Row():
+            page.cand_pick = Dropdown([], value=None, label="Candidate", interactive=False, scale=3,
+                                      elem_id="cand-pick")
+            page.show_cand = gr.Button("Show it", size="sm", scale=1, elem_id="show-cand")
+            page.use_cand = gr.Button("Put it into the story", size="sm", scale=1, elem_id="use-cand")
 
 
 def controls_column(page: SimpleNamespace, menu: list, default_key: str) -> None:
@@ -119,6 +133,12 @@ def controls_column(page: SimpleNamespace, menu: list, default_key: str) -> None
         with gr.Row():
             page.seed = gr.Textbox("0", label="Seed", elem_id="seed", scale=3)
             page.dice = gr.Button("Random seed", size="sm", scale=1, elem_id="dice")
+    with gr.Accordion("Candidates", open=True):
+        page.n_cands = Slider(*LIMITS["candidates"], value=DEFAULT_CANDIDATES, step=1,
+                              label="Candidates (1 = your settings only; more are ranked, the best is shown)",
+                              elem_id="n-cands")
+        page.pool = Radio([("other orders and group sizes", "orders"), ("samples at temperature 0.8", "samples")],
+                             value="orders", label="Other candidates come from", elem_id="pool")
     page.speed = Slider(0, 1, value=0.15, step=0.05, label="Animation: seconds per step (0 = instant)",
                         elem_id="speed")
 

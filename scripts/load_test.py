@@ -127,7 +127,7 @@ def main(argv=None):
         c = Client(url, verbose=False)
         menu = next(x for x in c.config["components"] if x.get("props", {}).get("elem_id") == "model")
         key = a.key or menu["props"]["value"]  # the app's default model (a menu key is a name)
-        args = [template, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0]  # greedy, animation off
+        args = [template, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0, 1, "orders"]  # greedy, one candidate, animation off
         secs, err = one_run(c, args, a.timeout)  # warm-up: the first run pays for lazy imports
         c.close()
         if err:

@@ -32,7 +32,7 @@ try:
     for strategy, speed in (("left_to_right", 0.15), ("left_to_right", 0.0), ("confidence", 0.15), ("confidence", 0.0)):
         for rep in range(2):
             t = time.perf_counter(); first = None; n = 0
-            for f in c.submit(tpl, key, strategy, 1, 0, "", 0, 0, 1, "0", speed, api_name="/run"):
+            for f in c.submit(tpl, key, strategy, 1, 0, "", 0, 0, 1, "0", speed, 1, "orders", api_name="/run"):
                 n += 1
                 if first is None: first = time.perf_counter() - t
             total = time.perf_counter() - t

@@ -299,3 +299,30 @@ def test_stop_halts_the_animation(browser, url):
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
     wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "a new run after Stop")
+
+
+def test_ranked_candidates_and_a_chosen_length(browser, url, shots):
+    """Four candidates from other orders, ranked in the table with the winner animated; a [[?]]
+    blank gets the length the model chooses, and the status names it and the runners-up."""
+    d = browser
+    open_page(d, url)
+    pick_example(d, "The ball")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 60, "the example with two blanks")
+    set_number(d, "n-cands", "4")
+    set_number(d, "speed", "0")
+    d.find_element("css selector", "#run").click()
+    wait_for(lambda: "Best of 4 candidates" in by_css(d, "#status")[0].text, 90, "the ranked candidates")
+    table = wait_for(lambda: (t := by_css(d, "#cands-table")[0].text) and "your settings" in t and t, 60,
+                     "the candidates table")
+    assert all(f"\n{i}\n" in f"\n{table}\n" or f"{i} " in table for i in (1, 2, 3, 4)), f"four ranked rows: {table}"
+    d.execute_script("arguments[0].scrollIntoView({block: 'start'})", by_css(d, "#result")[0])
+    time.sleep(0.8)
+    full_page_shot(d, shots / "ranked-candidates.png")
+    box = open_text_accordion(d)
+    box.clear()
+    box.send_keys("Emma had not meant to stay long. She [[?]] by the window until the carriage came.")
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 60, "the [[?]] template")
+    d.find_element("css selector", "#run").click()
+    status = wait_for(lambda: (t := by_css(d, "#status")[0].text) and "Chosen length" in t and t, 90,
+                      "the chosen length")
+    assert "runners-up" in status, f"the runners-up are named: {status}"

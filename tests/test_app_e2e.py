@@ -18,7 +18,7 @@ from model.core.a3 import A3Model
 CONTEXT = 256  # the example stories are ~170 tokens with the small test tokenizer
 STORY = "Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire."
 TOTAL = 7
-OUT = ["result", "caption", "replay", "status", "stats", "filled", "order", "tokens", "download"]
+OUT = ["result", "caption", "replay", "status", "stats", "filled", "order", "tokens", "download", "cands", "cand_pick"]
 
 
 def free_port() -> int:
@@ -66,10 +66,10 @@ def app(tmp_path_factory):
 
 
 def submit(app, template=STORY, strategy="left_to_right", group_size=1, threshold=0, custom="", temperature=0,
-           top_k=0, top_p=1, seed="0", speed=0):
+           top_k=0, top_p=1, seed="0", speed=0, candidates=1, pool="orders"):
     client, key = app
     return client.submit(template, key, strategy, group_size, threshold, custom, temperature, top_k, top_p, seed,
-                         speed, api_name="/run")
+                         speed, candidates, pool, api_name="/run")
 
 
 def run(app, **kw):
@@ -210,7 +210,7 @@ def test_download_and_load_back(app):
     from gradio_client import handle_file
     frames = list(client.submit(handle_file(path), 0, api_name="/load_run"))
     assert frames[-1][0] == last["result"], "the replayed run ends where the original did"
-    assert frames[0][9] == STORY, "the settings come back with the run"
+    assert frames[0][11] == STORY, "the settings come back with the run (after the 11 run outputs)"
     bad = os.path.join(os.path.dirname(path), "bad.json")
     with open(bad, "w") as f:
         f.write('{"format": "something else"}')
@@ -236,7 +236,7 @@ def test_compare_two_orders(app):
 
 def test_stop_cancels_a_run_and_the_app_goes_on(app):
     client, key = app
-    job = client.submit(STORY, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 1.0, api_name="/run")
+    job = client.submit(STORY, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 1.0, 1, "orders", api_name="/run")
     it = iter(job)
     next(it)
     job.cancel()

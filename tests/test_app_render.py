@@ -174,7 +174,7 @@ def test_md_escape_makes_markup_inert():
 
 
 def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
-    """On ZeroGPU `spaces.GPU(duration=...)` wraps the one compute call; elsewhere it runs as is."""
+    """On ZeroGPU `spaces.GPU(duration=...)` wraps the one batch compute call; elsewhere it runs as is."""
     import importlib
     import sys
     from app import compute
@@ -191,12 +191,15 @@ def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
     monkeypatch.setitem(sys.modules, "spaces", fake)
     try:
         wrapped = importlib.reload(compute)
-        assert wrapped.compute[0] == "wrapped" and wrapped.compute[1] is wrapped._compute
-        assert callable(calls[0]) and 15 <= calls[0]("k", [0, 5, 6], [False, True, True], None) <= 120
+        assert wrapped.compute_rows[0] == "wrapped" and wrapped.compute_rows[1] is wrapped._compute_rows, \
+            "the batch compute call must be the function spaces.GPU wraps"
+        rows = [([0, 5, 6], [False, True, True], None)]
+        assert callable(calls[0]) and 15 <= calls[0]("k", rows, [None], ["run"]) <= 120, \
+            "the GPU duration must be computed from the request (15 to 120 s)"
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(compute)
-    assert compute.compute is compute._compute
+    assert compute.compute_rows is compute._compute_rows, "without spaces the compute call runs as it is"
 
 
 def test_very_long_text_is_refused_early():

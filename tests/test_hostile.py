@@ -77,7 +77,7 @@ def sweep(tmp_path_factory):
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     client = Client(demo.local_url, verbose=False)
     try:
-        frames, err = via_client(client, "/run", [STORY, KEY, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0])
+        frames, err = via_client(client, "/run", [STORY, KEY, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0, 1, "orders"])
         assert err is None and frames, f"the sweep needs one good run first: {err}"
         dl = frames[-1][8]
         record = json.loads(Path(dl["value"] if isinstance(dl, dict) else dl).read_text(encoding="utf-8"))
@@ -170,9 +170,9 @@ class Case:
 
 def run_args(**kw) -> list:
     """The /run arguments (template, model, order, group size, threshold, custom order, temperature,
-    top-k, top-p, seed, speed) with some replaced."""
+    top-k, top-p, seed, speed, candidates, pool) with some replaced."""
     a = dict(template=STORY, key=KEY, strategy="left_to_right", group_size=1, threshold=0, custom="",
-             temperature=0, top_k=0, top_p=1, seed="0", speed=0)
+             temperature=0, top_k=0, top_p=1, seed="0", speed=0, candidates=1, pool="orders")
     a.update(kw)
     return list(a.values())
 
@@ -387,40 +387,40 @@ CASES = [
     Case("example-unknown-model", "/example", [0, "nope", ""], Says("unknown model")),
     Case("example-first", "/example", [0, KEY, ""], info(lambda i, t: "tokens with the BOS" in i and len(t) > 50, "the first example")),
     Case("example-as-text", "/example", ["1", KEY, ""], info(lambda i, t: "tokens with the BOS" in i, "the second example")),
-    Case("editor-text", "/editor", ["abc", 0, KEY, ""], Says("must be a list of pieces")),
-    Case("editor-number", "/editor", [5, 0, KEY, ""], Says("must be a list of pieces")),
-    Case("editor-dict", "/editor", [{"token": "a"}, 0, KEY, ""], Says("must be a list of pieces")),
-    Case("editor-token-number", "/editor", [[{"token": 5}], 0, KEY, ""], Says("piece 1: its token must be text")),
-    Case("editor-triple", "/editor", [[[1, 2, 3]], 0, KEY, ""], Says("editor piece 1 must be")),
-    Case("editor-label-object", "/editor", [[{"token": "a", "class_or_confidence": {"x": 1}}], 0, KEY, ""],
+    Case("editor-text", "/editor", ["abc", 0, KEY, "", False], Says("must be a list of pieces")),
+    Case("editor-number", "/editor", [5, 0, KEY, "", False], Says("must be a list of pieces")),
+    Case("editor-dict", "/editor", [{"token": "a"}, 0, KEY, "", False], Says("must be a list of pieces")),
+    Case("editor-token-number", "/editor", [[{"token": 5}], 0, KEY, "", False], Says("piece 1: its token must be text")),
+    Case("editor-triple", "/editor", [[[1, 2, 3]], 0, KEY, "", False], Says("editor piece 1 must be")),
+    Case("editor-label-object", "/editor", [[{"token": "a", "class_or_confidence": {"x": 1}}], 0, KEY, "", False],
          Says("its label must be text, a number or empty")),
-    Case("editor-wrong-keys", "/editor", [[{"tok": "a"}], 0, KEY, ""], Says("editor piece 1 must be")),
-    Case("editor-null-piece", "/editor", [[None], 0, KEY, ""], Says("editor piece 1 must be")),
-    Case("editor-too-many", "/editor", [[{"token": "a", "class_or_confidence": None}] * 30_000, 0, KEY, ""],
+    Case("editor-wrong-keys", "/editor", [[{"tok": "a"}], 0, KEY, "", False], Says("editor piece 1 must be")),
+    Case("editor-null-piece", "/editor", [[None], 0, KEY, "", False], Says("editor piece 1 must be")),
+    Case("editor-too-many", "/editor", [[{"token": "a", "class_or_confidence": None}] * 30_000, 0, KEY, "", False],
          Says("at most 20000 are accepted")),
-    Case("editor-too-much-text", "/editor", [[{"token": "x" * 60_000, "class_or_confidence": None}] * 2, 0, KEY, ""],
+    Case("editor-too-much-text", "/editor", [[{"token": "x" * 60_000, "class_or_confidence": None}] * 2, 0, KEY, "", False],
          Says("longer than 100000 characters")),
-    Case("editor-length-word", "/editor", [[{"token": "a", "class_or_confidence": None}], "abc", KEY, ""],
+    Case("editor-length-word", "/editor", [[{"token": "a", "class_or_confidence": None}], "abc", KEY, "", False],
          Says("new blank length must be a whole number")),
-    Case("editor-length-negative", "/editor", [[{"token": "a", "class_or_confidence": None}], -1, KEY, ""],
+    Case("editor-length-negative", "/editor", [[{"token": "a", "class_or_confidence": None}], -1, KEY, "", False],
          Says("new blank length must be between 0 and 1024")),
-    Case("editor-length-huge", "/editor", [[{"token": "a", "class_or_confidence": None}], 5000, KEY, ""],
+    Case("editor-length-huge", "/editor", [[{"token": "a", "class_or_confidence": None}], 5000, KEY, "", False],
          Says("new blank length must be between 0 and 1024")),
-    Case("editor-length-nan", "/editor", [[{"token": "a", "class_or_confidence": None}], NAN, KEY, ""],
+    Case("editor-length-nan", "/editor", [[{"token": "a", "class_or_confidence": None}], NAN, KEY, "", False],
          Says("new blank length must be a whole number"), raw=True),
-    Case("editor-model-path", "/editor", lambda sw: [[{"token": "a", "class_or_confidence": None}], 0, str(sw.ckpt), ""],
+    Case("editor-model-path", "/editor", lambda sw: [[{"token": "a", "class_or_confidence": None}], 0, str(sw.ckpt), "", False],
          Says("unknown model")),
-    Case("editor-empty", "/editor", [[], 0, KEY, ""], unchanged),
-    Case("editor-null", "/editor", [None, 0, KEY, ""], unchanged),
+    Case("editor-empty", "/editor", [[], 0, KEY, "", False], unchanged),
+    Case("editor-null", "/editor", [None, 0, KEY, "", False], unchanged),
     Case("editor-selection", "/editor", [[{"token": "The cat ", "class_or_confidence": None},
                                           {"token": "sat", "class_or_confidence": "x"},
-                                          {"token": " on the mat.", "class_or_confidence": None}], 0, KEY, ""],
+                                          {"token": " on the mat.", "class_or_confidence": None}], 0, KEY, "", False],
          info(lambda i, t: "1 blank" in i and t.startswith("The cat [["), "the selection turned into a blank")),
     Case("editor-resize-huge", "/editor", [[{"token": "A ", "class_or_confidence": None},
                                             {"token": "[[2]]", "class_or_confidence": "999999"},
-                                            {"token": " b", "class_or_confidence": None}], 0, KEY, ""], Says("context")),
+                                            {"token": " b", "class_or_confidence": None}], 0, KEY, "", False], Says("context")),
     Case("editor-surrogate", "/editor", [[{"token": "The \ud800cat ", "class_or_confidence": None},
-                                          {"token": "sat", "class_or_confidence": "x"}], 0, KEY, ""],
+                                          {"token": "sat", "class_or_confidence": "x"}], 0, KEY, "", False],
          info(lambda i, t: "1 blank" in i and "\ud800" not in t, "the surrogate removed, one blank"), raw=True),
     Case("words-fraction-word", "/blank_words", ["The cat sat on the mat.", "hot", KEY, ""], Says("fraction of words to blank must be a number")),
     Case("words-fraction-zero", "/blank_words", ["The cat sat on the mat.", 0, KEY, ""], Says("fraction of words to blank must be between 0.05 and 0.5")),
