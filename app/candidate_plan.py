@@ -26,8 +26,10 @@ DEFAULT_CANDIDATES = 1  # the app animates your own order by default; raise it t
 MAX_ROWS = 32  # rows (candidates x lengths) one request may decode together
 MAX_CANDIDATE_TOKENS = 2048  # blank tokens summed over every row
 GRID_LENGTHS = 8  # lengths tried for a blank whose length the model chooses
-RULE = "mbr"  # measured on held-out windows: docs/fills/
-LENGTH_RULE = "right"  # length-comparable: the text after the blank is the same at every length
+RULE = "mbr"  # measured on 500 held-out windows: +2.2 ROUGE-L over greedy at N = 4 (docs/fills/)
+# length-comparable: log p of the text after the blank (the same tokens at every length) plus
+# agreement among the candidates; fixed weights, measured on held-out windows in docs/fills/
+LENGTH_RULE, LENGTH_WEIGHTS = "mix", {"right": 1.0, "mbr": 8.0}
 
 
 @dataclass
@@ -41,6 +43,7 @@ class CandidatePlan:
     requests: list[LengthRequest]
     configs: list[tuple[str, DecodeConfig]]  # (label, config); 0 is the user's own
     rule: str
+    weights: dict | None  # the mixture's weights when rule is "mix"
     pool: str
     lengths: list[int]  # the lengths tried ([] when the user gave every length)
     note: str  # what was capped, in words ("" when nothing was)
@@ -100,4 +103,5 @@ def plan_candidates(settings: dict, segments: list, cfg: DecodeConfig, tokenizer
             segs[chosen] = replace(segs[chosen], length=L)
         requests.append(LengthRequest(L if L is not None else fixed, encode_segments(
             tokenizer, segs, tokenizer.bos_token_id, max_positions)))
-    return CandidatePlan(requests, configs, LENGTH_RULE if lengths else RULE, pool, lengths, "; ".join(notes))
+    rule, weights = (LENGTH_RULE, LENGTH_WEIGHTS) if lengths else (RULE, None)
+    return CandidatePlan(requests, configs, rule, weights, pool, lengths, "; ".join(notes))

@@ -166,7 +166,7 @@ def execute_candidates(settings: dict, plan, entry: dict) -> dict:
         req, (label, _) = plan.requests[i // len(plan.configs)], plan.configs[i % len(plan.configs)]
         cands.append(Candidate(f"{label}{f', {req.length} tokens' if multi else ''}", t, s, req.length))
         encs.append(req.enc)
-    ranked = rank(cands, plan.rule)
+    ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
     total = time.perf_counter() - t0
     records = []
     for c in ranked:

@@ -161,7 +161,8 @@ def blanks_table(segments: list[Segment], width: int = 24) -> list[list]:
 
 RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)", "right": "log p of the text after the blank",
               "story": "log p of the whole story", "both_per_token": "log p of the fill given both sides, per token",
-              "greedy": "your settings first"}
+              "greedy": "your settings first",
+              "mix": "log p of the text after the blank plus agreement with the other candidates"}
 
 
 def candidate_rows(rec: dict) -> list[list]:

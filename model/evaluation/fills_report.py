@@ -39,11 +39,17 @@ def _prior(lengths: list[int]):
     return lambda n: -((math.log(n) - mu) ** 2) / (2 * sd * sd) - math.log(n)
 
 
+_MBR_CACHE: dict[int, list[float]] = {}  # id(candidate list) -> agreement values (the lists are the records')
+
+
 def values(cands: list[dict], rule: str, weights: dict | None = None, prior=None) -> list[float]:
     if rule == "greedy":
         return [1.0] + [0.0] * (len(cands) - 1)
     if rule == "mbr":
-        return _mbr(cands)
+        key = id(cands)
+        if key not in _MBR_CACHE:  # the grid search asks for it many times
+            _MBR_CACHE[key] = _mbr(cands)
+        return _MBR_CACHE[key]
     if rule in FEATURES:
         return [FEATURES[rule](c) for c in cands]
     # "mix": weighted rules (+ a log length prior)
@@ -57,8 +63,15 @@ def choose(cands: list[dict], rule: str, **kw) -> int:
     return max(range(len(cands)), key=lambda i: (v[i], -i))
 
 
+_POOLS: dict[tuple, list[dict]] = {}
+
+
 def pool(rec: dict, kind: str, n: int) -> list[dict]:
-    return [c for c in rec["candidates"] if c["kind"] == kind][:n]
+    """A window's first n candidates of a kind (the same list object each time: MBR is cached by it)."""
+    key = (id(rec), kind, n)
+    if key not in _POOLS:
+        _POOLS[key] = [c for c in rec["candidates"] if c["kind"] == kind][:n]
+    return _POOLS[key]
 
 
 def greedy_true(rec: dict) -> dict:
