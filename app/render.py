@@ -11,11 +11,11 @@ Markdown.
 """
 from __future__ import annotations
 
-import re
 
 from model.core.infill import Blank, Segment
 
 from .run_file import trace_of
+from .texts import STRATEGY_LABELS, md_escape  # noqa: F401 (md_escape: re-exported for the UI)
 
 PENDING = "blank"  # label of a token still to be generated
 PENDING_CHAR = "\u2581"  # ▁ one per pending token, so a blank's length is visible
@@ -33,17 +33,6 @@ EDITOR_COLORS = {EDITOR_BLANK: "#93c5fd"}
 
 def prob_bin(p: float) -> str:
     return next(label for hi, label in BINS if p < hi)
-
-
-SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-def md_escape(text: str) -> str:
-    """Make user or model text inert inside gr.Markdown (no markup, no HTML, no links), and
-    sendable: a lone surrogate cannot be encoded for the page, so it becomes U+FFFD."""
-    text = SURROGATE_RE.sub("\ufffd", text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_{}\[\]()#+!|~$])", r"\\\1", text)
 
 
 def _committed(rec: dict, k: int) -> dict[int, tuple[str, float, int]]:
@@ -123,11 +112,6 @@ def stats_rows(rec: dict) -> list[tuple[str, str]]:
     ]
 
 
-STRATEGY_LABELS = {
-    "left_to_right": "left-to-right", "right_to_left": "right-to-left", "random": "random order",
-    "outside_in": "outside-in", "custom": "custom group order", "confidence": "dynamic: confidence",
-    "margin": "dynamic: margin", "entropy": "dynamic: entropy", "dynamic_random": "dynamic: random",
-}
 
 
 def strategy_label(settings: dict) -> str:

@@ -13,7 +13,8 @@ import gradio as gr
 
 from . import model_menu, render, story
 from .request import LIMITS, float_in, int_in, text_in
-from .texts import error_md, model_note
+from .model_menu import model_note
+from .texts import error_md
 
 SKIP5 = (gr.skip(),) * 5
 

@@ -1,17 +1,32 @@
 """What the page says and how it looks: the title, the CSS, the "How it works" help, the order
-menu's labels, and the short Markdown notes shown on the page (error messages, replay notes, the
-note under the model menu, which reads a loaded model's size). Nothing here touches Gradio events
-or runs a model; the UI modules show these.
+menu's labels, making user or model text inert in Markdown (md_escape), and the short notes shown
+on the page (error messages, replay notes). Nothing here imports another module of the app,
+touches Gradio events or loads a model; the UI modules show these.
 """
 from __future__ import annotations
 
 import logging
-
-from . import model_menu, render
+import re
 
 log = logging.getLogger("a3studio")
 TITLE = "A3 Studio"
-STRATEGY_CHOICES = [(render.STRATEGY_LABELS[s], s) for s in (
+STRATEGY_LABELS = {
+    "left_to_right": "left-to-right", "right_to_left": "right-to-left", "random": "random order",
+    "outside_in": "outside-in", "custom": "custom group order", "confidence": "dynamic: confidence",
+    "margin": "dynamic: margin", "entropy": "dynamic: entropy", "dynamic_random": "dynamic: random",
+}
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def md_escape(text: str) -> str:
+    """Make user or model text inert inside gr.Markdown (no markup, no HTML, no links), and
+    sendable: a lone surrogate cannot be encoded for the page, so it becomes U+FFFD."""
+    text = SURROGATE_RE.sub("\ufffd", text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~$])", r"\\\1", text)
+
+
+STRATEGY_CHOICES = [(STRATEGY_LABELS[s], s) for s in (
     "left_to_right", "right_to_left", "random", "outside_in", "custom",
     "confidence", "margin", "entropy", "dynamic_random")]
 
@@ -60,12 +75,12 @@ with one token at a time, left to right: exact, and on the same scale for every 
 
 def model_note_for_file(rec: dict) -> str:
     label = rec.get("model", {}).get("label") or rec.get("model", {}).get("key") or "an unknown model"
-    return (f"Replaying a run made with {render.md_escape(str(label))}, which is not loaded here; the replay "
+    return (f"Replaying a run made with {md_escape(str(label))}, which is not loaded here; the replay "
             "uses the recorded steps only.")
 
 
 def error_md(msg: str) -> str:
-    return f"⚠️ {render.md_escape(msg)}"
+    return f"⚠️ {md_escape(msg)}"
 
 
 def failure_md(err: Exception) -> str:
@@ -75,19 +90,3 @@ def failure_md(err: Exception) -> str:
         return error_md(str(err))
     log.exception("decoding failed")
     return error_md(f"decoding failed on the server ({type(err).__name__}); try again or pick other settings")
-
-
-def model_note(key: str) -> str:
-    """The Markdown note under the menu: size, context, device, and a warning for random weights."""
-    try:
-        e = model_menu.menu_entry(key)
-        model, _ = model_menu.load(key)
-    except ValueError as err:  # not in the menu, or cannot be loaded: the message says which
-        return error_md(str(err))
-    n = sum(p.numel() for p in model.parameters()) / 1e6
-    text = (f"**Model:** {render.md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{model_menu.context_size(model)} tokens · {model.device.type}")
-    if not e.trained:
-        text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
-                 "gibberish; the orders, steps, probabilities and speed are real.</span>")
-    return text

