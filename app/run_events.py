@@ -119,7 +119,10 @@ def wire(page: SimpleNamespace) -> None:
         except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
             yield skip_all[:3] + (failure_md(e),) + skip_all[4:]
             return
-        yield from animate(rec, speed)
+        if step_delay(speed, 1) == 0:  # animation off: the finished run at once, no frame in between
+            yield frame(rec, len(rec["steps"]), final=True)
+        else:
+            yield from animate(rec, speed)
 
     def show_candidate(k, rec, speed):
         """Animate ranked candidate k of the last run (its own record); the list stays."""

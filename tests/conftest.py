@@ -10,6 +10,7 @@ to 1" would pass almost regardless of the math. At 0.3 the max token probability
 """
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -20,6 +21,9 @@ from model.core.a3 import A3Model
 
 BACKBONES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 SHARP = 0.3  # initializer_range of the test models (see the module docstring)
+
+# The app fetches the SmolLM2 base from PyPI at start when it is missing: never in a test.
+os.environ["A3_FETCH_BASE"] = "0"
 
 # Ops on these models take microseconds; with several intra-op threads on a busy machine they
 # spend far longer waiting for one another than computing (seen: 100x slower decoding).

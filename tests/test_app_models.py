@@ -52,6 +52,7 @@ def test_the_app_fetches_the_base_itself_and_then_defaults_to_the_flagship(monke
 
     monkeypatch.setattr(smollm, "fetch", fake_fetch)
     monkeypatch.setattr(models.BaseFetch, "state", "idle")
+    monkeypatch.setenv("A3_FETCH_BASE", "1")  # on for this test: the fetch itself is faked
     models.start_base_fetch()
     flagship = models.FLAGSHIP.name
     menu = models.available_models()
@@ -77,6 +78,7 @@ def test_a_failed_fetch_is_said_in_the_label(monkeypatch, tmp_path):
 
     monkeypatch.setattr(smollm, "fetch", no_network)
     monkeypatch.setattr(models.BaseFetch, "state", "idle")
+    monkeypatch.setenv("A3_FETCH_BASE", "1")  # on for this test: the fetch itself is faked
     models.start_base_fetch(wait=True)
     label = {e.key: e.label for e in models.available_models()}[models.FLAGSHIP.name]
     assert "could not be fetched" in label and "no network" in label and "python -m model.smollm fetch" in label, \
