@@ -4,9 +4,9 @@ genre, over all Brown genres, and on held-out Austen.
     python -m model.metrics --domains --base smollm2-135m-gguf \\
         --model assets/a3-smollm2-lora --model runs/a3-smollm2-mix/final --rows 8 --out docs/domains
 
-For every domain: `--rows` packed rows of held-out text (BOS + seq_len - 1 tokens, the model's own
-tokenizer): data/brown/eval_by_genre/<genre>.txt for each genre, their union as "brown (all)", and
-data/austen/eval.txt. Metrics (model/evaluation/metrics.py, same seed, so every model and the base
+For every domain, packed rows of held-out text (BOS + seq_len - 1 tokens, the model's own
+tokenizer): `--rows` of data/brown/eval_by_genre/<genre>.txt for each genre, their union as
+"brown (all genres)", and `--austen-rows` of data/austen/eval.txt. Metrics (model/evaluation/metrics.py, same seed, so every model and the base
 see the same rows, spans and words):
   - left to right: A3's exact NLL vs the plain base's (forgetting), and the relative change
   - infilling: 5-20-token spans, A3 with both sides vs the base with the left side only
@@ -29,11 +29,12 @@ PARTS = ("ar", "infill", "word")
 
 
 def domain_rows(tokenizer, seq_len: int, n_rows: int, brown: str = "data/brown",
-                austen: str = "data/austen") -> dict[str, torch.Tensor]:
-    """{domain: (rows, seq_len)} held-out rows of each Brown genre, of all of them, and of Austen."""
-    def pack(paragraphs):
+                austen: str = "data/austen", austen_rows: int | None = None) -> dict[str, torch.Tensor]:
+    """{domain: (rows, seq_len)} held-out rows of each Brown genre (n_rows each), of all of them,
+    and of Austen (austen_rows, default n_rows)."""
+    def pack(paragraphs, n=n_rows):
         ids = encode_texts(tokenizer, paragraphs)
-        return pack_sequences(ids, seq_len, tokenizer.bos_token_id, tokenizer.eos_token_id)[:n_rows]
+        return pack_sequences(ids, seq_len, tokenizer.bos_token_id, tokenizer.eos_token_id)[:n]
     out = {}
     genre_dir = Path(brown) / "eval_by_genre"
     if not genre_dir.is_dir():
@@ -42,15 +43,16 @@ def domain_rows(tokenizer, seq_len: int, n_rows: int, brown: str = "data/brown",
     for genre in manifest["genres"]:
         out[f"brown: {genre}"] = pack((genre_dir / f"{genre}.txt").read_text(encoding="utf-8").splitlines())
     out["brown (all genres)"] = torch.cat([v for k, v in out.items()])
-    out["austen"] = pack((Path(austen) / "eval.txt").read_text(encoding="utf-8").splitlines())
+    out["austen"] = pack((Path(austen) / "eval.txt").read_text(encoding="utf-8").splitlines(), austen_rows or n_rows)
     return out
 
 
 def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 256, device: str = "cpu",
-                seed: int = 0, log=print, brown: str = "data/brown", austen: str = "data/austen") -> dict:
+                seed: int = 0, log=print, brown: str = "data/brown", austen: str = "data/austen",
+                austen_rows: int | None = None) -> dict:
     """{domain: {"base": metrics, model path: metrics, ...}} (the base's and each model's halves)."""
     tok = base_tokenizer(base_ref)
-    rows = domain_rows(tok, seq_len, n_rows, brown, austen)
+    rows = domain_rows(tok, seq_len, n_rows, brown, austen, austen_rows)
     out = {d: {} for d in rows}
     base = resolve_base(base_ref).to(device).eval()
     for d, r in rows.items():
@@ -116,7 +118,8 @@ def main(argv) -> None:
     p.add_argument("--domains", action="store_true", help="(this table)")
     p.add_argument("--model", action="append", required=True, help="an A3 checkpoint or adapter; repeat to compare")
     p.add_argument("--base", required=True, help="the base they were adapted from (smollm2-135m-gguf or a folder)")
-    p.add_argument("--rows", type=int, default=8, help="held-out rows per domain")
+    p.add_argument("--rows", type=int, default=8, help="held-out rows per Brown genre")
+    p.add_argument("--austen-rows", type=int, default=32, help="held-out rows of Austen")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per row, BOS included")
     p.add_argument("--seed", type=int, default=0, help="seed of the spans and words")
     p.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on either)")
@@ -126,7 +129,8 @@ def main(argv) -> None:
     a = p.parse_args(argv)
     if a.rows < 1 or a.seq_len < 48:
         p.error("--rows must be at least 1 and --seq-len at least 48")
-    res = run_domains(a.model, a.base, a.rows, a.seq_len, a.device, a.seed, brown=a.brown, austen=a.austen)
+    res = run_domains(a.model, a.base, a.rows, a.seq_len, a.device, a.seed, brown=a.brown, austen=a.austen,
+                      austen_rows=a.austen_rows)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "domains.json").write_text(json.dumps(res, indent=1) + "\n")
