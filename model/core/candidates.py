@@ -19,8 +19,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import torch
-
 from .decode import DecodeConfig, run_batch
 from .sampling import SamplingConfig
 from .scoring import FillScores, score_fills

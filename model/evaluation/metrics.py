@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from pathlib import Path
 
 import torch
 from model.backbones.lora import load_a3, resolve_base

@@ -22,8 +22,6 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from model.baselines.diffusion import DiffusionLM
-from model.core.a3 import A3Model
 from model.core.groups import make_sampler
 
 from . import checkpointing
