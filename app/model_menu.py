@@ -266,6 +266,8 @@ def load(key: str):
     the menu, or a model that cannot be loaded, gives a ValueError whose message shows no path."""
     e = menu_entry(key)
     where = str(e.path.resolve())
+    if where in _LOADED:  # no lock: a ZeroGPU worker is a fork, and a lock held at that moment stays held there
+        return _LOADED[where]
     with _LOCK:
         if where not in _LOADED:
             from model.backbones.lora import load_a3

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from . import figures, model_menu, render, run_file
+from . import figures, model_menu, render, run_file, run_schema
 from .candidate_plan import plan_candidates
 from .compute import execute, execute_candidates
 from .request import int_in, prepare_run
@@ -158,7 +158,7 @@ def wire(page: SimpleNamespace) -> None:
     def load_run(data, speed):
         n_extra = len(settings_out)
         try:
-            rec = run_file.from_json(data if data is not None else b"", model_menu.max_context())
+            rec = run_schema.from_json(data if data is not None else b"", model_menu.max_context())
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
             return

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from app import figures, render, story
 from app import request as runner
 from app import run_file as record
+from app import run_schema
 from model.core.a3 import A3Model
 from model.corpus.austen import train_tokenizer
 from model.core.decode import run
@@ -106,14 +107,14 @@ def test_token_figure_hover_is_escaped(model, tok):
 
 def test_record_json_round_trip_and_refusals(model, tok):
     rec = make_rec(model, tok, strategy="confidence", group_size=2)
-    back = record.from_json(record.to_json(rec).encode())
+    back = run_schema.from_json(record.to_json(rec).encode())
     assert back["steps"] == json.loads(record.to_json(rec))["steps"]
     assert render.frame_spans(back) == render.frame_spans(rec)
     bad = json.loads(record.to_json(rec))
     bad["steps"][0]["positions"] = [0] * len(bad["steps"][0]["positions"])
     for text, says in ((b"not json", "not JSON"), (b"{}", "format"), (json.dumps(bad).encode(), "open blank")):
         with pytest.raises(ValueError, match=says):
-            record.from_json(text)
+            run_schema.from_json(text)
 
 
 def test_editor_round_trip(tok):

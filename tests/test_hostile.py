@@ -630,7 +630,7 @@ def test_animation_caps_frames_and_time(monkeypatch):
 
 
 def test_run_file_depth_is_measured_without_parsing():
-    from app.run_file import MAX_DEPTH, json_depth
+    from app.run_schema import MAX_DEPTH, json_depth
 
     assert json_depth('{"a": [1, {"b": "[[[[["}]}') == 3, "brackets inside strings do not count"
     assert json_depth('["\\"[[[", [[]]]') == 3, "an escaped quote does not end a string"
