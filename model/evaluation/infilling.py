@@ -103,8 +103,8 @@ def load_models(args, systems):
         from model.baselines.diffusion import DiffusionLM
         models["diffusion"] = DiffusionLM.from_pretrained(args.diffusion)
     if "ar" in fams:
-        from transformers import AutoModelForCausalLM
-        models["ar"] = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).eval()
+        from model.backbones.lora import resolve_base
+        models["ar"] = resolve_base(args.base).eval()  # a local checkpoint, or smollm2-135m-gguf
     return models
 
 
@@ -154,7 +154,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m model.eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--a3", default="runs/a3-austen-tiny/final", help="A3 checkpoint directory")
     p.add_argument("--diffusion", default="runs/diffusion-austen-tiny/final", help="DiffusionLM checkpoint directory")
-    p.add_argument("--base", default="runs/a3-austen-tiny/base", help="the AR base (stage 0) checkpoint")
+    p.add_argument("--base", default="runs/a3-austen-tiny/base",
+                   help="the AR base (stage 0) checkpoint, or smollm2-135m-gguf for an adapter over SmolLM2")
     p.add_argument("--data", default="data/austen", help="prepared corpus: eval.txt and tokenizer/")
     p.add_argument("--windows", type=int, default=500, help="number of windows (the first N after shuffling)")
     p.add_argument("--systems", default="*", help="comma-separated fnmatch patterns of system keys, e.g. 'a3-*-1,ar'")
@@ -168,8 +169,11 @@ def main(argv=None) -> None:
     p.add_argument("--progress", type=int, default=50, help="print progress every N infills (0: quiet)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from model.core import checkpoint
     from model.corpus.austen import load_split, load_tokenizer
-    tokenizer = load_tokenizer(args.data)
+    # the A3 model's own tokenizer (a pretrained base's, for an adapter); the corpus's otherwise
+    own = checkpoint.kind(args.a3) in ("a3", "adapter")
+    tokenizer = checkpoint.load_tokenizer(args.a3) if own else load_tokenizer(args.data)
     windows = make_windows(load_split(args.data, "eval"), tokenizer, args.windows, args.seed)
     if len(windows) < args.windows:
         print(f"note: only {len(windows)} windows qualify; using all of them", file=sys.stderr)
