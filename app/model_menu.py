@@ -330,7 +330,7 @@ def model_note(key: str) -> str:
         return error_md(str(err))
     n = sum(p.numel() for p in model.parameters()) / 1e6
     text = (f"**Model:** {md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{context_size(model)} tokens · {model.device.type}")
+            f"{context_size(model)} tokens · {'a ZeroGPU slice (cuda)' if zero_gpu() else model.device.type}")
     if not e.trained:
         text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
                  "gibberish; the orders, steps, probabilities and speed are real.</span>")
