@@ -44,7 +44,7 @@ from model.core import checkpoint
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 SHIPPED = ASSETS / "a3-austen-tiny"
-FLAGSHIP = ASSETS / "a3-smollm2-lora"  # the default whenever its base is present
+FLAGSHIP = ASSETS / "a3-smollm2-mix"  # the default whenever its base is present
 EXAMPLES = ASSETS / "examples"
 AUSTEN_TOKENIZER = ROOT / "data" / "austen" / "tokenizer"
 RANDOM_NAME = "tiny-random"
