@@ -53,9 +53,16 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
         t0 = time.perf_counter()
         traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok, [r[2] for r in rows])
         cand = [i for i, k in enumerate(kinds) if k == "candidate"]
-        fills = dict(zip(cand, score_fills(model, [(traces[i].output_ids, traces[i].blank_mask) for i in cand])))
-        scores = [fills[i] if i in fills else float(score_blanks(model, t.output_ids, t.blank_mask).sum())
-                  for i, t in enumerate(traces)]
+        scores_at = dict(zip(cand, score_fills(model, [(traces[i].output_ids, traces[i].blank_mask) for i in cand])))
+        layouts: dict[tuple, list[int]] = {}  # "run" rows that share a blank layout are scored in one forward
+        for i, t in enumerate(traces):
+            if i not in scores_at:
+                layouts.setdefault(tuple(torch.as_tensor(t.blank_mask, dtype=torch.bool).tolist()), []).append(i)
+        for mask, idx in layouts.items():
+            ids = torch.stack([torch.as_tensor(traces[i].output_ids, dtype=torch.long) for i in idx])  # (R, T)
+            lp = score_blanks(model, ids, torch.tensor(mask)).reshape(len(idx), -1).sum(-1)  # (R,)
+            scores_at.update({i: float(v) for i, v in zip(idx, lp)})
+        scores = [scores_at[i] for i in range(len(traces))]
         return traces, scores, time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)

@@ -69,9 +69,25 @@ def a3_section(path: Path) -> dict | None:
     return checkpoint.section(path, "a3")
 
 
+MENU_TTL_S = 2.0  # how long a request may reuse the last menu scan (every run resolves its key)
+_MENU_CACHE: dict = {}
+
+
+def _recent_menu() -> dict:
+    """{key: (entry, resolved path)} of a menu scanned at most MENU_TTL_S ago with the same
+    settings: a run resolves its key without reading every checkpoint's config.json again."""
+    sig = (os.environ.get("A3_MODEL_DIR"), str(ASSETS), str(FLAGSHIP), str(SHIPPED), BaseFetch.state)
+    if _MENU_CACHE.get("sig") != sig or time.monotonic() - _MENU_CACHE.get("at", -1e9) > MENU_TTL_S:
+        menu = available_models()
+        _MENU_CACHE.update(sig=sig, at=time.monotonic(), keys={e.key: (e, str(e.path.resolve())) for e in menu})
+    return _MENU_CACHE["keys"]
+
+
 def menu_entry(key) -> ModelEntry:
     """The menu entry of a dropdown value (a name), or a ValueError asking to pick one of the menu's."""
-    menu = available_models()
+    if isinstance(key, str) and key in _recent_menu():
+        return _recent_menu()[key][0]
+    menu = available_models()  # not in the recent scan: look again before saying no
     for e in menu:
         if isinstance(key, str) and e.key == key:
             return e
@@ -265,7 +281,8 @@ def load(key: str):
     """(model, tokenizer) for a menu key (a name), loaded once and shared. A key that is not in
     the menu, or a model that cannot be loaded, gives a ValueError whose message shows no path."""
     e = menu_entry(key)
-    where = str(e.path.resolve())
+    recent = _recent_menu().get(key)
+    where = recent[1] if recent and recent[0] == e else str(e.path.resolve())
     if where in _LOADED:  # no lock: a ZeroGPU worker is a fork, and a lock held at that moment stays held there
         return _LOADED[where]
     with _LOCK:

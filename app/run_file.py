@@ -40,6 +40,8 @@ MAX_TOKEN_CHARS = 1000  # one token's text
 MAX_ALTERNATIVES = 50  # per position (the decoder records 5)
 MAX_ID = 2 ** 31 - 1
 RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"  # the files offered for download
+SWEEP_S = 60.0  # at most one sweep of RUN_DIR for hour-old files a minute
+_SWEPT = [-1e9]  # monotonic time of the last sweep
 
 SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 1, "threshold": None,
                      "custom_order": "", "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
@@ -93,12 +95,14 @@ def make_record(model_entry: dict, settings: dict, encoded, trace: Trace | None 
 def save_run(rec: dict) -> str:
     """Write a run file for the download button; files older than an hour are removed."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    for old in RUN_DIR.iterdir():
-        try:
-            if time.time() - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
+    if time.monotonic() - _SWEPT[0] > SWEEP_S:  # not on every run: the folder holds an hour of them
+        _SWEPT[0] = time.monotonic()
+        for old in RUN_DIR.iterdir():
+            try:
+                if time.time() - old.stat().st_mtime > 3600:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
     d = RUN_DIR / uuid.uuid4().hex[:12]
     d.mkdir()
     s = rec["settings"]

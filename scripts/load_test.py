@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,11 +63,10 @@ def one_run(client, args: list, timeout: float) -> tuple[float, str | None]:
     """(seconds from submit to the last frame, error or None) of one /run."""
     t0 = time.perf_counter()
     job = client.submit(*args, api_name="/run")
-    while not job.done():
-        if time.perf_counter() - t0 > timeout:
-            job.cancel()
-            return time.perf_counter() - t0, f"no result within {timeout:.0f} s"
-        time.sleep(0.005)
+    # block on the job's future: polling it from 16 threads would cost this 2-core machine a core
+    if not futures.wait([job], timeout=timeout).done:
+        job.cancel()
+        return time.perf_counter() - t0, f"no result within {timeout:.0f} s"
     secs = time.perf_counter() - t0
     if job.exception() is not None:
         return secs, f"{type(job.exception()).__name__}: {job.exception()}"
@@ -79,7 +79,8 @@ def phase(url: str, args: list, clients: int, runs: int, timeout: float) -> dict
     """`clients` clients, each on its own session and thread, each doing `runs` runs back to back."""
     from gradio_client import Client
 
-    conns = [Client(url, verbose=False) for _ in range(clients)]
+    # as a browser does, leave each run's file on the server until asked for (no download per run)
+    conns = [Client(url, verbose=False, download_files=False) for _ in range(clients)]
     results, lock = [], threading.Lock()
     start = threading.Barrier(clients)
 

@@ -81,7 +81,8 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="data/austen", help="prepared corpus with eval.txt (python -m model.data prepare)")
     p.add_argument("--windows", type=int, default=500, help="windows to run (the first N of model.eval's shuffle)")
     p.add_argument("--subset-seed", type=int, default=None,
-                   help="run a seeded random subset of --windows windows out of the 500 (a slow model on a CPU)")
+                   help="run --windows windows of a seeded shuffle of the 500, in that order (a slow model on a "
+                        "CPU: stopped early, it has run a random subset; --report-only reports what ran)")
     p.add_argument("--seed", type=int, default=0, help="window shuffle and sampling seed")
     p.add_argument("--work", default="runs/fills", help="records.jsonl lives here (resumable)")
     p.add_argument("--out", default="docs/fills", help="report directory")
@@ -106,11 +107,12 @@ def main(argv=None) -> None:
     from .fills_report import write_report
     model, tok = load_a3(args.model)
     pool = make_windows(load_split(args.data, "eval"), tok, 500, args.seed)
+    typical = round(sum(len(w.blank) for w in pool) / len(pool))  # over all 500, whatever the subset
     if args.subset_seed is not None:
         import random
-        pool = sorted(random.Random(args.subset_seed).sample(pool, min(args.windows, len(pool))), key=lambda w: w.index)
+        # a seeded shuffle, run in its order: a study stopped early has still run a random subset
+        pool = random.Random(args.subset_seed).sample(pool, len(pool))
     windows = pool[:args.windows]
-    typical = round(sum(len(w.blank) for w in pool) / len(pool))
     grid = length_grid(1, 2 * typical, 9)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
