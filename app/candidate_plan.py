@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from model.core.candidates import POOLS, length_grid, pool_configs
+from model.core.candidates import (POOLS, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE, length_grid,
+                                   pool_configs)
 from model.core.decode import DecodeConfig
 from model.core.infill import Blank, Encoded, encode_segments
 
@@ -26,10 +27,8 @@ DEFAULT_CANDIDATES = 1  # the app animates your own order by default; raise it t
 MAX_ROWS = 32  # rows (candidates x lengths) one request may decode together
 MAX_CANDIDATE_TOKENS = 2048  # blank tokens summed over every row
 GRID_LENGTHS = 8  # lengths tried for a blank whose length the model chooses
-RULE = "mbr"  # measured on 500 held-out windows: +2.2 ROUGE-L over greedy at N = 4 (docs/fills/)
-# length-comparable: log p of the text after the blank (the same tokens at every length) plus
-# agreement among the candidates; fixed weights, measured on held-out windows in docs/fills/
-LENGTH_RULE, LENGTH_WEIGHTS = "mix", {"right": 1.0, "mbr": 8.0}
+RULE = SHIPPED_RULE  # the core's shipped rules, measured by python -m model.fills (docs/fills/)
+LENGTH_RULE, LENGTH_WEIGHTS = SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS
 
 
 @dataclass

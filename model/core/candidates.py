@@ -103,6 +103,13 @@ def agreement(cands: Sequence[Candidate]) -> list[float]:
     return out
 
 
+# The rules the app ships, chosen by `python -m model.fills` (docs/fills/): agreement among the
+# candidates at a length the user gave; for a length the model chooses, log p of the text after
+# the blank (the same tokens at every length) plus 8 x agreement, with fixed weights.
+SHIPPED_RULE = "mbr"
+SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "mix", {"right": 1.0, "mbr": 8.0}
+
+
 RULES: dict[str, Callable[[FillScores], float]] = {
     "story": lambda s: s.story,  # the exact log-likelihood of the whole story
     "right": lambda s: s.right,  # how well the fill explains what follows (length-comparable)

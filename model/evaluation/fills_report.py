@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from model.core.candidates import _lcs
+from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs
 
 RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr")
 FEATURES = {"story": lambda c: c["story"], "right": lambda c: c["right"],
@@ -118,10 +118,13 @@ def table_rows(records: list[dict]) -> list[dict]:
     for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
         for n in ns:
             N = n or len(pool(records[0], kind, 999))
-            for rule in ("greedy",) * (not lengths) + RULES + ("mix",):
+            for rule in ("greedy",) * (not lengths) + RULES + ("mix",) + ("shipped",) * lengths:
                 if rule == "mix":
                     rows, w = tune_mix(records, kind, N, lengths)
                     name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
+                elif rule == "shipped":  # the app's fixed length rule, no prior, nothing fitted here
+                    rows = compare(records, kind, N, SHIPPED_LENGTH_RULE, weights=SHIPPED_LENGTH_WEIGHTS)
+                    name = f"mix (the app's fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})"
                 else:
                     rows, name = compare(records, kind, N, rule), rule
                 s = summary(rows)
