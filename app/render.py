@@ -143,7 +143,10 @@ def blanks_table(segments: list[Segment], width: int = 24) -> list[list]:
     return rows
 
 
-RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)", "right": "log p of the text after the blank",
+RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)",
+              "fluent_mbr": "agreement with the other candidates (MBR), fluent fills first",
+              "fluent_mix": "log p of the text after the blank plus agreement with the other candidates, fluent fills first",
+              "right": "log p of the text after the blank",
               "story": "log p of the whole story", "both_per_token": "log p of the fill given both sides, per token",
               "greedy": "your settings first",
               "mix": "log p of the text after the blank plus agreement with the other candidates"}

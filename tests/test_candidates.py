@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.core.candidates import (Candidate, agreement, length_grid, make_candidates, pool_configs, rank,
-                                   resize_blank)
+from model.core.candidates import (Candidate, agreement, fluent, length_grid, make_candidates,
+                                   pool_configs, rank, resize_blank)
 from model.core.scoring import FillScores, score_blanks, score_fills
 from model.core.trace import Trace
 
@@ -79,6 +79,33 @@ def test_rank_orders_by_the_rule_and_mbr_picks_the_consensus():
     want = [(4 / 6 + 0 + 6 / 7) / 3, (4 / 6 + 0 + 6 / 7) / 3, 0.0, (6 / 7 + 6 / 7 + 0) / 3]
     assert agree == pytest.approx(want), f"agreement {agree} vs hand-computed {want}"
     assert rank(cands, "mbr")[0] is cands[3], "mbr picks the fill that agrees most with the others"
+
+
+def test_fluent_mbr_takes_the_consensus_among_fluent_fills():
+    def cand(fill, fill_left):
+        t = Trace([0] + fill, [False] + [True] * len(fill), [], "block")
+        t.steps = [{"positions": list(range(1, len(fill) + 1)), "token_ids": fill, "probs": [0.5] * len(fill)}]
+        return Candidate("c", t, FillScores(0.0, fill_left, 0.0, 0.0, len(fill)), len(fill))
+    # fill_left per token: -1.5, -1.8, -4.0 (disfluent: 2.5 nats a token below the best), -2.4
+    cands = [cand([5, 6, 7, 8], -6.0), cand([5, 9, 7, 3], -7.2), cand([5, 6, 7, 3], -16.0), cand([4, 4, 4, 4], -9.6)]
+    agree = agreement(cands)
+    assert max(range(4), key=lambda i: agree[i]) == 2, f"the disfluent fill is the consensus: {agree}"
+    assert rank(cands, "mbr")[0] is cands[2], "plain agreement picks it"
+    gate = fluent(cands)
+    # by hand: fill_left per token -1.5, -1.8, -4.0, -2.4; within FLUENT_NATS = 1.0 of the best -1.5
+    assert gate == [True, True, False, True], f"only the third fill is disfluent: {gate}"
+    ranked = rank(cands, "fluent_mbr")
+    assert cands[0].values["fluent_mbr"] == agree[0], "a gated rule records the rule's own value"
+    # fluent agreement by hand: [5,6,7,8] and [5,9,7,3] both (4/8 + 6/8 + 0) / 3; the pool's order breaks the tie
+    assert agree[0] == pytest.approx(0.5 / 3 + 0.75 / 3) and agree[1] == pytest.approx(agree[0]), agree
+    assert ranked[0] is cands[0], "fluent_mbr picks the most agreed-with fluent fill"
+    assert ranked[-1] is cands[2], "the disfluent consensus ranks below every fluent fill"
+    w = {"right": 1.0, "mbr": 8.0}  # right is 0 for all four: mix is 8 x agreement
+    mixed, gated = rank(cands, "mix", weights=w), rank(cands, "fluent_mix", weights=w)
+    assert [c.values["fluent_mix"] for c in cands] == [c.values["mix"] for c in cands] == \
+        pytest.approx([8 * a for a in agree]), "fluent_mix records mix's own values"
+    assert mixed[0] is cands[2] and gated[0] is cands[0] and gated[-1] is cands[2], \
+        "the gate moves the disfluent fill from first to last"
 
 
 def test_length_grid():

@@ -11,7 +11,8 @@ Two pools, both only an any-order model can draw from one network:
   "samples"  the greedy left-to-right fill, then samples at temperature 0.8 (other seeds)
 A candidate's scores are score_fills' (exact likelihoods of the story, of the text right of
 the blank, of the fill given both sides); RULES turn them into one number. "mbr" needs no model:
-the candidate that agrees most (token LCS F-measure) with the others, minimum Bayes risk.
+the candidate that agrees most (token LCS F-measure) with the others, minimum Bayes risk;
+a "fluent_" prefix (the app's rules) ranks the fills the model reads as fluent first.
 """
 from __future__ import annotations
 
@@ -103,11 +104,25 @@ def agreement(cands: Sequence[Candidate]) -> list[float]:
     return out
 
 
-# The rules the app ships, chosen by `python -m model.fills` (docs/fills/): agreement among the
-# candidates at a length the user gave; for a length the model chooses, log p of the text after
-# the blank (the same tokens at every length) plus 8 x agreement, with fixed weights.
-SHIPPED_RULE = "mbr"
-SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "mix", {"right": 1.0, "mbr": 8.0}
+FLUENT_NATS = 1.0  # a fill within this many nats per token of the most fluent candidate is fluent
+FLUENT = "fluent_"  # a rule's prefix: rank the fluent candidates first, each group by the rule
+
+
+def fluent(cands: Sequence[Candidate]) -> list[bool]:
+    """Whether each fill reads, left to right (its fill_left per token), within FLUENT_NATS nats
+    per token of the most fluent candidate. Grouped orders write fills like "The the crew of,, the,"
+    that share words with the others and win on agreement alone; the model itself finds them
+    about 4x less likely a token (docs/fills/: the fluency column)."""
+    fluency = [c.scores.fill_left / max(1, c.scores.n_fill) for c in cands]
+    best = max(fluency, default=0.0)
+    return [f >= best - FLUENT_NATS for f in fluency]
+
+
+# The rules the app ships, chosen by `python -m model.fills` (docs/fills/): among the fluent
+# candidates, agreement at a length the user gave; for a length the model chooses, log p of the
+# text after the blank (the same tokens at every length) plus 8 x agreement, with fixed weights.
+SHIPPED_RULE = "fluent_mbr"
+SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "fluent_mix", {"right": 1.0, "mbr": 8.0}
 
 
 RULES: dict[str, Callable[[FillScores], float]] = {
@@ -126,21 +141,26 @@ def rule_values(cands: Sequence[Candidate], rule: str, weights: dict[str, float]
         return [1.0] + [0.0] * (len(cands) - 1)
     if rule == "mbr":
         return agreement(cands)
+    if rule.startswith(FLUENT):  # the rule's own values; `rank` puts the fluent candidates first
+        return rule_values(cands, rule[len(FLUENT):], weights, length_prior)
     if rule == "mix":
         parts = {name: rule_values(cands, name) for name in (weights or {})}
         return [sum(w * parts[n][i] for n, w in (weights or {}).items())
                 + (length_prior(c.length) if length_prior else 0.0) for i, c in enumerate(cands)]
     if rule not in RULES:
-        raise ValueError(f"unknown ranking rule {rule!r}; choose one of greedy, mbr, mix, {', '.join(RULES)}")
+        raise ValueError(f"unknown ranking rule {rule!r}; choose one of greedy, mbr, mix, "
+                         f"{', '.join(RULES)}, each optionally prefixed {FLUENT!r}")
     return [RULES[rule](c.scores) for c in cands]
 
 
 def rank(cands: Sequence[Candidate], rule: str, **kw) -> list[Candidate]:
-    """The candidates best first under `rule` (ties keep pool order); each records its value."""
+    """The candidates best first under `rule` (ties keep pool order); each records its value.
+    "fluent_<rule>": the fluent candidates (`fluent`) first, each group ordered by <rule>."""
     values = rule_values(cands, rule, **kw)
     for c, v in zip(cands, values):
         c.values[rule] = v
-    order = sorted(range(len(cands)), key=lambda i: (-values[i], i))
+    gate = fluent(cands) if rule.startswith(FLUENT) else [True] * len(cands)
+    order = sorted(range(len(cands)), key=lambda i: (not gate[i], -values[i], i))
     return [cands[i] for i in order]
 
 

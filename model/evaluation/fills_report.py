@@ -17,9 +17,9 @@ import math
 import statistics
 from pathlib import Path
 
-from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs
+from model.core.candidates import FLUENT, FLUENT_NATS, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs
 
-RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr")
+RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
 FEATURES = {"story": lambda c: c["story"], "right": lambda c: c["right"],
             "both_per_token": lambda c: c["both"] / max(1, c["n_fill"]),
             "fill_left_per_token": lambda c: c["fill_left"] / max(1, c["n_fill"])}
@@ -59,8 +59,16 @@ def values(cands: list[dict], rule: str, weights: dict | None = None, prior=None
 
 
 def choose(cands: list[dict], rule: str, **kw) -> int:
+    """The index `rule` picks; "fluent_<rule>": <rule>'s pick among the fluent candidates (as
+    model.core.candidates.rank, on the records' dicts)."""
+    if rule.startswith(FLUENT):
+        rule = rule[len(FLUENT):]
+        fluency = [c["fill_left"] / max(1, c["n_fill"]) for c in cands]
+        ok = [f >= max(fluency) - FLUENT_NATS for f in fluency]
+    else:
+        ok = [True] * len(cands)
     v = values(cands, rule, **kw)
-    return max(range(len(cands)), key=lambda i: (v[i], -i))
+    return max(range(len(cands)), key=lambda i: (ok[i], v[i], -i))
 
 
 _POOLS: dict[tuple, list[dict]] = {}
@@ -79,12 +87,14 @@ def greedy_true(rec: dict) -> dict:
 
 
 def compare(records: list[dict], kind: str, n: int, rule: str, **kw) -> list[tuple[float, float, float, int]]:
-    """Per window: (chosen ROUGE-L, greedy-at-true-length ROUGE-L, oracle ROUGE-L, chosen length - true length)."""
+    """Per window: (chosen ROUGE-L, greedy-at-true-length ROUGE-L, oracle ROUGE-L, chosen length - true length,
+    the chosen fill's log p given its left side per token: how fluent the model itself reads it)."""
     out = []
     for r in records:
         cands = pool(r, kind, n)
         c = cands[choose(cands, rule, **kw)]
-        out.append((c["rougeL"], greedy_true(r)["rougeL"], max(x["rougeL"] for x in cands), c["length"] - r["true_length"]))
+        out.append((c["rougeL"], greedy_true(r)["rougeL"], max(x["rougeL"] for x in cands), c["length"] - r["true_length"],
+                    c["fill_left"] / max(1, c["n_fill"])))
     return out
 
 
@@ -103,12 +113,13 @@ def tune_mix(records: list[dict], kind: str, n: int, lengths: bool) -> tuple[lis
 
 
 def summary(rows: list[tuple]) -> dict:
-    d = [a - b for a, b, _, _ in rows]
+    d = [a - b for a, b, *_ in rows]
     ci = 1.96 * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-    err = sorted(e for *_, e in rows)
+    err = sorted(e for _, _, _, e, _ in rows)
     q = lambda p: err[min(len(err) - 1, int(p * len(err)))]  # noqa: E731
-    return {"rougeL": statistics.mean(a for a, *_ in rows), "greedy": statistics.mean(b for _, b, _, _ in rows),
-            "diff": statistics.mean(d), "ci": ci, "oracle": statistics.mean(o for _, _, o, _ in rows),
+    return {"rougeL": statistics.mean(a for a, *_ in rows), "greedy": statistics.mean(b for _, b, *_ in rows),
+            "diff": statistics.mean(d), "ci": ci, "oracle": statistics.mean(o for _, _, o, *_ in rows),
+            "fluency": statistics.mean(f for *_, f in rows),
             "len_err": (q(0.1), q(0.5), q(0.9)), "len_exact": sum(e == 0 for e in err) / len(err),
             "len_within_25": None}
 
@@ -118,17 +129,19 @@ def table_rows(records: list[dict]) -> list[dict]:
     for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
         for n in ns:
             N = n or len(pool(records[0], kind, 999))
-            for rule in ("greedy",) * (not lengths) + RULES + ("mix",) + ("shipped",) * lengths:
+            fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
+            for rule in ("greedy",) * (not lengths) + RULES + ("mix",) + tuple(f"fixed {r}" for r in fixed):
                 if rule == "mix":
                     rows, w = tune_mix(records, kind, N, lengths)
                     name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
-                elif rule == "shipped":  # the app's fixed length rule, no prior, nothing fitted here
-                    rows = compare(records, kind, N, SHIPPED_LENGTH_RULE, weights=SHIPPED_LENGTH_WEIGHTS)
-                    name = f"mix (the app's fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})"
+                elif rule.startswith("fixed "):  # no prior, nothing fitted here
+                    rows = compare(records, kind, N, rule[6:], weights=SHIPPED_LENGTH_WEIGHTS)
+                    name = f"{rule[6:]} (fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})" + \
+                        (" = the app's" if rule[6:] == SHIPPED_LENGTH_RULE else "")
                 else:
                     rows, name = compare(records, kind, N, rule), rule
                 s = summary(rows)
-                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e), r in zip(rows, records)]
+                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
                 s["len_within_25"] = sum(within) / len(within)
                 full = N == len(pool(records[0], kind, 999))  # timed: the whole pool's batch only
                 secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
@@ -151,25 +164,27 @@ def write_report(records: list[dict], args, grid: list[int], command: str) -> Pa
              "- greedy: the left-to-right greedy fill at the true length; diff: the rule's pick minus greedy, ROUGE-L x 100, "
              "with its 95% interval (paired); oracle: the best candidate by ROUGE-L (an upper bound no rule can see)",
              "- time: mean wall seconds of the pool's one batched decode plus its scoring (all 8 members or all lengths), "
-             "one CPU thread; passes: walks of the longest member", "",
-             "| pool | N | rule | ROUGE-L | diff vs greedy (95%) | oracle | length error p10 / p50 / p90 | within 25% | ms / infill | passes |",
-             "|---|---:|---|---:|---:|---:|---|---:|---:|---:|"]
+             "one CPU thread; passes: walks of the longest member",
+             "- fluency: the picked fill's log p given its left side, nats per token (the model reading it left to right; "
+             "greedy left to right is the most fluent by construction)", "",
+             "| pool | N | rule | ROUGE-L | diff vs greedy (95%) | oracle | fluency | length error p10 / p50 / p90 | within 25% | ms / infill | passes |",
+             "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         le = "–" if r["pool"] != "lengths" else "{} / {} / {}".format(*r["len_err"])
         within = "–" if r["pool"] != "lengths" else f"{100 * r['len_within_25']:.0f}%"
         lines.append(f"| {r['pool']} | {r['n']} | {r['rule']} | {r['rougeL']:.2f} | {r['diff']:+.2f} ± {r['ci']:.2f} | "
-                     f"{r['oracle']:.2f} | {le} | {within} | {'–' if r['ms'] is None else round(r['ms'])} | {r['passes']:.1f} |")
+                     f"{r['oracle']:.2f} | {r['fluency']:.2f} | {le} | {within} | {'–' if r['ms'] is None else round(r['ms'])} | {r['passes']:.1f} |")
     path = out / f"fills-{name}.md"
     path.write_text("\n".join(lines) + "\n")
     (out / f"fills-{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     return path
 
 
-def plot(tables: dict[str, list[dict]], path: Path, rules: tuple[str, ...] = ("story", "right", "both_per_token", "mbr")) -> Path:
+def plot(tables: dict[str, list[dict]], path: Path, rules: tuple[str, ...] = ("story", "right", "both_per_token", "mbr", "fluent_mbr")) -> Path:
     """PNG: each rule's ROUGE-L gain over greedy with its 95% interval, per model, pool and N (PIL)."""
     from PIL import Image, ImageDraw, ImageFont
     items = [(m, r) for m, rows in tables.items() for r in rows
-             if r["rule"] in rules or r["rule"].startswith("mix")]
+             if r["rule"] in rules or r["rule"].startswith(("mix", "fluent_mix"))]
     W, row_h, left, right_pad = 900, 19, 230, 30
     H = 70 + row_h * len(items) + 20 * len(tables)
     img = Image.new("RGB", (W, H), "white")
@@ -191,7 +206,7 @@ def plot(tables: dict[str, list[dict]], path: Path, rules: tuple[str, ...] = ("s
         for m, r in items:
             if m != model:
                 continue
-            rule = "mix (tuned)" if r["rule"].startswith("mix") else r["rule"]
+            rule = r["rule"].split(" (")[0] + (" (fixed)" if "fixed" in r["rule"] else " (tuned)" if "cross" in r["rule"] else "")
             label = f"{r['pool']} N={r['n']}: {rule}"
             c = colors.get(r["pool"], "black")
             d.text((20, y), label, fill=c, font=font)
