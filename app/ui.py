@@ -21,7 +21,7 @@ import gradio as gr
 
 from model.core.decode import DYNAMIC_ORDERS
 
-from . import compare_tab, model_menu, render, run_events, story, story_events
+from . import compare_tab, fallback, model_menu, render, run_events, story, story_events
 from .candidate_plan import DEFAULT_CANDIDATES
 from .request import LIMITS, Dropdown, Number, Radio, Slider, StoryEditor
 from .model_menu import model_note
@@ -32,7 +32,7 @@ def build_demo() -> gr.Blocks:
     model_menu.preload()  # the default model (every model on ZeroGPU) before the first visitor
     menu = model_menu.available_models()
     default = menu[0]
-    examples = model_menu.load_examples()
+    examples = fallback.load_examples()
     first = examples[0][1] if examples else "The cat [[2]] on the mat."
     tok0, ctx0 = model_menu.tokenizer(default.key)
     v0 = story.view(first, story.new_state(first), tok0, ctx0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.model_menu import write_random_checkpoint  # noqa: E402
+from app.fallback import write_random_checkpoint  # noqa: E402
 
 
 def main(argv=None):

@@ -26,7 +26,7 @@ pytestmark = [
 def url(tmp_path_factory):
     from test_app_e2e import free_port, write_tiny_checkpoint
 
-    from app.model_menu import fallback_tokenizer
+    from app.fallback import fallback_tokenizer
 
     # the app's own fallback tokenizer (Austen's when data/ is prepared), so the screenshots
     # show what a user of the untrained fallback sees

@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def write_tiny_checkpoint(path, tok=None):
     """A tiny untrained A3 checkpoint, by default with a BPE trained on the example stories."""
-    from app.model_menu import example_texts
+    from app.fallback import example_texts
     from model.corpus.austen import train_tokenizer
 
     tok = tok or train_tokenizer(example_texts(), vocab_size=500)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import copy
 import html
 import json
-import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +55,7 @@ class Sweep:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    from app.model_menu import example_texts
+    from app.fallback import example_texts
     from model.corpus.austen import train_tokenizer
 
     tok = train_tokenizer(example_texts(), vocab_size=500)
