@@ -88,6 +88,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="docs/fills", help="report directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
+    p.add_argument("--skip", type=int, default=0,
+                   help="run from the K-th window of the order on (a second worker on another core, with its own "
+                        "--work; concatenate the records.jsonl files and --report-only reports both)")
     p.add_argument("--plot", nargs="+", metavar="JSON", help="only draw OUT/fills.png from these reports' "
                    "fills-<model>.json tables (one block per model)")
     args = p.parse_args(argv)
@@ -113,6 +116,7 @@ def main(argv=None) -> None:
         # a seeded shuffle, run in its order: a study stopped early has still run a random subset
         pool = random.Random(args.subset_seed).sample(pool, len(pool))
     windows = pool[:args.windows]
+    todo_from = windows[args.skip:]  # a second worker on another core starts further down the order
     grid = length_grid(1, 2 * typical, 9)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ def main(argv=None) -> None:
     done = {json.loads(line)["window"] for line in path.read_text().splitlines()} if path.is_file() else set()
     scorer = RougeScorer(["rougeL"], use_stemmer=True)
     t_start = time.time()
-    todo = [w for w in windows if w.index not in done] if not args.report_only else []
+    todo = [w for w in todo_from if w.index not in done] if not args.report_only else []
     with open(path, "a") as f:
         for n, w in enumerate(todo):
             f.write(json.dumps(study_window(model, tok, w, scorer, grid, args.seed)) + "\n")
