@@ -101,6 +101,8 @@ def main(argv=None) -> None:
         return
     if args.windows < 1:
         p.error("--windows must be at least 1")
+    if not 0 <= args.skip < args.windows:
+        p.error(f"--skip must be from 0 to --windows - 1 ({args.windows - 1}); got {args.skip}")
     torch.set_num_threads(args.threads)
     from rouge_score.rouge_scorer import RougeScorer
 
