@@ -79,8 +79,9 @@ def _recent_menu() -> dict:
 
 def menu_entry(key) -> ModelEntry:
     """The menu entry of a dropdown value (a name), or a ValueError asking to pick one of the menu's."""
-    if isinstance(key, str) and key in _recent_menu():
-        return _recent_menu()[key][0]
+    recent = _recent_menu().get(key) if isinstance(key, str) else None
+    if recent:
+        return recent[0]
     menu = available_models()  # not in the recent scan: look again before saying no
     for e in menu:
         if isinstance(key, str) and e.key == key:
