@@ -108,14 +108,18 @@ FLUENT_NATS = 1.0  # a fill within this many nats per token of the most fluent c
 FLUENT = "fluent_"  # a rule's prefix: rank the fluent candidates first, each group by the rule
 
 
+def fluent_gate(fluency: Sequence[float]) -> list[bool]:
+    """Which of these fluencies (fill_left per token, nats) are within FLUENT_NATS of the best."""
+    best = max(fluency, default=0.0)
+    return [f >= best - FLUENT_NATS for f in fluency]
+
+
 def fluent(cands: Sequence[Candidate]) -> list[bool]:
     """Whether each fill reads, left to right (its fill_left per token), within FLUENT_NATS nats
     per token of the most fluent candidate. Grouped orders write fills like "The the crew of,, the,"
     that share words with the others and win on agreement alone; the model itself finds them
-    about 4x less likely a token (docs/fills/: the fluency column)."""
-    fluency = [c.scores.fill_left / max(1, c.scores.n_fill) for c in cands]
-    best = max(fluency, default=0.0)
-    return [f >= best - FLUENT_NATS for f in fluency]
+    4-5x less likely a token (docs/fills/: the fluency column)."""
+    return fluent_gate([c.scores.fill_left / max(1, c.scores.n_fill) for c in cands])
 
 
 # The rules the app ships, chosen by `python -m model.fills` (docs/fills/): among the fluent

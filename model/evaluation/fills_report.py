@@ -17,7 +17,7 @@ import math
 import statistics
 from pathlib import Path
 
-from model.core.candidates import FLUENT, FLUENT_NATS, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs
+from model.core.candidates import FLUENT, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs, fluent_gate
 
 RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
 FEATURES = {"story": lambda c: c["story"], "right": lambda c: c["right"],
@@ -63,8 +63,7 @@ def choose(cands: list[dict], rule: str, **kw) -> int:
     model.core.candidates.rank, on the records' dicts)."""
     if rule.startswith(FLUENT):
         rule = rule[len(FLUENT):]
-        fluency = [c["fill_left"] / max(1, c["n_fill"]) for c in cands]
-        ok = [f >= max(fluency) - FLUENT_NATS for f in fluency]
+        ok = fluent_gate([FEATURES["fill_left_per_token"](c) for c in cands])
     else:
         ok = [True] * len(cands)
     v = values(cands, rule, **kw)
