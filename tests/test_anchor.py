@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import make_a3, write_corpus
 from model.backbones.lora import adapter_section, adapters_disabled, add_lora, load_adapter
-from model.core.groups import make_sampler
+from model.core.samplers import make_sampler
 from model.training.loop import Stage, TrainConfig, batch_loss, train
 from model.training.steps import TrainData, anchor_kl, stage_loss
 from test_lora import lora_cfg, lora_setup, randomize_lora  # noqa: F401 (fixture)
@@ -121,6 +121,6 @@ def test_bad_recipes_are_refused(lora_setup, tmp_path):
     with pytest.raises(ValueError, match="sum to 1"):
         train(lora_cfg(corpus, base, tmp_path, [Stage("1", "ar", 1, 1e-3)], data_mix={str(corpus): 0.5}))
     with pytest.raises(ValueError, match="anchor"):
-        train(TrainConfig(data_dir=str(corpus), out_dir=str(tmp_path), stages=[Stage("1", "ar", 1, 1e-3, anchor=1.0)]))
+        train(TrainConfig(data_dir=str(corpus), out_dir=str(tmp_path), mixed_precision="no", stages=[Stage("1", "ar", 1, 1e-3, anchor=1.0)]))
     with pytest.raises(ValueError, match="must be an adapter checkpoint"):
         train(lora_cfg(corpus, base, tmp_path, [Stage("1", "ar", 1, 1e-3)], init_adapter=str(base)))

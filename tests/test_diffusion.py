@@ -265,7 +265,7 @@ def test_stage_specs():
 
 
 def _cfg(corpus, out, stages, **kw):
-    return TrainConfig(data_dir=str(corpus), out_dir=str(out), seq_len=32, batch_size=8, n_layer=2, hidden=32,
+    return TrainConfig(data_dir=str(corpus), out_dir=str(out), mixed_precision="no", seq_len=32, batch_size=8, n_layer=2, hidden=32,
                        n_head=4, n_kv_head=2, intermediate=64, eval_every=10, eval_rows=8, save_every=10,
                        seed=0, stages=stages, **kw)
 

@@ -6,8 +6,8 @@ import random
 import pytest
 import torch
 
-from model.core.groups import (BOS_GROUP, PAD_GROUP, SAMPLERS, fixed_order, group_ids_from_order, group_mask,
-                          make_sampler, prepare_group_ids, spans_of)
+from model.core.groups import BOS_GROUP, PAD_GROUP, fixed_order, group_ids_from_order, group_mask, prepare_group_ids, spans_of
+from model.core.samplers import SAMPLERS, make_sampler
 
 BLANKS = [3, 4, 5, 9, 10]
 
@@ -231,7 +231,9 @@ def test_mix_draws_every_pattern():
 
 
 def test_samplers_registry_and_bad_specs():
-    assert set(SAMPLERS) == {"ar", "contiguous", "random", "span_order", "infill", "mix"}, "unexpected registry"
+    assert set(SAMPLERS) == {"ar", "contiguous", "random", "span_order", "infill", "mix", "user"}, "unexpected registry"
+    with pytest.raises(ValueError, match="user:LO-HI"):
+        make_sampler("user:3-24:sideways")
     with pytest.raises(ValueError, match="unknown grouping sampler"):
         make_sampler("shuffled")
     with pytest.raises(ValueError, match="takes no argument"):

@@ -145,7 +145,7 @@ def lora_setup(tmp_path_factory):
 
 
 def lora_cfg(corpus, base, out, stages, **kw):
-    return TrainConfig(data_dir=str(corpus), out_dir=str(out), seq_len=32, batch_size=8, base_model=str(base),
+    return TrainConfig(data_dir=str(corpus), out_dir=str(out), mixed_precision="no", seq_len=32, batch_size=8, base_model=str(base),
                        lora={"r": 4, "alpha": 8}, eval_every=1000, eval_rows=8, save_every=5, seed=0,
                        stages=stages, **kw)
 

@@ -8,13 +8,13 @@ import torch
 from conftest import make_a3
 
 from model.core.a3 import A3Model
-from model.core.groups import make_sampler
+from model.core.samplers import make_sampler
 from model.training.loop import Stage, TrainConfig, lr_at, train
 from model.training.steps import grouping_batch, stage_loss
 
 
 def tiny_cfg(corpus, out, stages):
-    return TrainConfig(data_dir=str(corpus), out_dir=str(out), seq_len=32, batch_size=8, n_layer=2, hidden=32,
+    return TrainConfig(data_dir=str(corpus), out_dir=str(out), mixed_precision="no", seq_len=32, batch_size=8, n_layer=2, hidden=32,
                        n_head=4, n_kv_head=2, intermediate=64, eval_every=1000, eval_rows=8, save_every=5,
                        seed=0, stages=stages)
 

@@ -140,14 +140,22 @@ def adapters_disabled(model: nn.Module):
 
 def merge_lora(model: A3Model) -> A3Model:
     """Fold every LoRA update into its base Linear (W += scale * B A) and drop the LoRA layers."""
-    for name, module in list(model.base.named_modules()):
+    for module in model.base.modules():
         if isinstance(module, LoraLayer):
             module.merge()
+    unload_lora(model)
+    return model
+
+
+def unload_lora(model: A3Model) -> nn.Module:
+    """The base with every LoRA layer replaced by its original Linear (the adapter dropped, not merged)."""
+    for name, module in list(model.base.named_modules()):
+        if isinstance(module, LoraLayer):
             parent, _, attr = name.rpartition(".")
             setattr(model.base.get_submodule(parent), attr, module.get_base_layer())
     model.base.__dict__.pop("peft_config", None)  # inject_adapter_in_model's bookkeeping
     model.lora = None
-    return model
+    return model.base
 
 
 def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: bool = True,

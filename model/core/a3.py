@@ -81,12 +81,15 @@ class A3Model(nn.Module):
     # ------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, group_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                content_out: bool = False) -> A3Output:
+                content_out: bool = False, query_positions: torch.Tensor | None = None) -> A3Output:
         """One full two-stream forward over a BOS-first batch under a grouping.
 
         input_ids, group_ids: (B, T); attention_mask: (B, T) 1 for real tokens; labels: (B, T)
         with -100 where no loss is wanted (default when given as None: every real token after
-        the BOS is a target). Returns loss (if labels) and logits (B, T, V).
+        the BOS is a target). query_positions: (B, M) the positions whose predictions are wanted
+        (default: all T); the query stream then runs at those M rows only, and every row it runs
+        equals the full forward's row at that position (the query rows never see each other).
+        Returns loss (if labels) and logits (B, T, V), or (B, M, V) at query_positions.
         """
         B, T = input_ids.shape
         if group_ids.shape != input_ids.shape:
@@ -98,14 +101,31 @@ class A3Model(nn.Module):
         # non-empty (an all-masked row gives NaN in some SDPA kernels, and NaN * 0 in backward)
         q_g = g.clone()
         q_g[:, 0] = 0
+        q_pos = pos
+        if query_positions is not None:
+            q_pos = query_positions.to(input_ids.device).long()  # (B, M)
+            q_g = q_g.gather(1, q_pos)
         q_states, c_states = two_stream_walk(self.base, self.embed(input_ids), pos, g, valid,
-                                             self.query_input(B, T), pos, q_g, content_out=content_out)
+                                             self.query_input(B, q_pos.shape[1]), q_pos, q_g,
+                                             content_out=content_out)
         logits = self.head(q_states)
         loss = None
         if labels is not None:
+            if query_positions is not None:
+                labels = labels.to(q_pos.device).gather(1, q_pos)
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                ignore_index=-100)
         return A3Output(loss, logits, c_states)
+
+    @staticmethod
+    def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+        """(B, M) the positions of every row whose label is not -100, padded with position 0 (the
+        BOS, whose label is always -100) to the longest row: the query rows a loss needs."""
+        keep = labels != -100  # (B, T)
+        M = max(1, int(keep.sum(dim=1).max()))
+        # stable sort puts the kept positions first, in position order
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices[:, :M]  # (B, M)
+        return torch.where(keep.gather(1, order), order, torch.zeros_like(order))
 
     @staticmethod
     def default_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,14 +138,19 @@ class A3Model(nn.Module):
 
     @torch.no_grad()
     def token_logprobs(self, input_ids: torch.Tensor, group_ids: torch.Tensor,
-                       attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                       attention_mask: torch.Tensor | None = None,
+                       positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) exact log p(x_i | x_j for g(j) < g(i)); 0 at the BOS and at padding.
 
         Summed over a sequence this is log p(x) under the grouping: exact for singleton groups,
-        the group-factorized likelihood otherwise.
+        the group-factorized likelihood otherwise. positions: (B, M) only these positions'
+        log-probabilities, (B, M), with the query stream run at those rows alone.
         """
-        logits = self.forward(input_ids, group_ids, attention_mask).logits
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[..., None]).squeeze(-1)
+        logits = self.forward(input_ids, group_ids, attention_mask, query_positions=positions).logits
+        targets = input_ids if positions is None else input_ids.gather(1, positions.to(input_ids.device))
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+        if positions is not None:
+            return lp.masked_fill(positions.to(lp.device) == 0, 0.0)
         lp[:, 0] = 0.0
         if attention_mask is not None:
             lp = lp.masked_fill(~attention_mask.bool(), 0.0)

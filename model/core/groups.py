@@ -8,15 +8,14 @@ the positions of one group in parallel (docs/DESIGN.md, "The factorization"). Th
   with the BOS at position 0 in group BOS_GROUP (below every real group) and padding invisible;
 - the fixed inference orders of Algorithm 1 (left-to-right, right-to-left, random, outside-in,
   custom), which turn the blank positions into a list of groups;
-- the training samplers of the progressive curriculum (AR, contiguous, random groups, and the
-  patterns inference uses), each drawing one grouping for one sequence of n real tokens.
+and nothing of training: the curriculum's samplers of groupings live in samplers.py.
 
 Nothing here touches a model; everything is plain tensors and lists.
 """
 from __future__ import annotations
 
 import random as _random
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -181,124 +180,3 @@ def group_ids_from_order(n_positions: int, visible: Sequence[int], groups: Seque
     if bool((g == -2).any()):
         raise ValueError("some positions are neither visible nor in a group")
     return g
-
-
-# ----------------------------------------------------------------------------------------------
-# training samplers: n real tokens -> (n,) group ids (the BOS is added by the model)
-
-def sample_ar(n: int, rng: _random.Random) -> torch.Tensor:
-    """Stage 1: singleton groups, left to right (ordinary AR)."""
-    return torch.arange(n)
-
-
-def sample_contiguous(n: int, rng: _random.Random, size: int = 2) -> torch.Tensor:
-    """Stage 2: contiguous groups of `size`, left to right."""
-    return torch.arange(n) // size
-
-
-def sample_random_groups(n: int, rng: _random.Random, lo: int = 4, hi: int = 8) -> torch.Tensor:
-    """Stage 3: a random permutation of the positions cut into groups of random size in [lo, hi]."""
-    perm = list(range(n))
-    rng.shuffle(perm)
-    g = torch.empty(n, dtype=torch.long)
-    i = k = 0
-    while i < n:
-        s = rng.randint(lo, hi)
-        g[torch.tensor(perm[i:i + s])] = k
-        i, k = i + s, k + 1
-    return g
-
-
-def sample_span_order(n: int, rng: _random.Random, lo: int = 1, hi: int = 8) -> torch.Tensor:
-    """Stage 3: contiguous spans of random length in [lo, hi], one group per span, random span order."""
-    cuts, i = [], 0
-    while i < n:
-        s = rng.randint(lo, hi)
-        cuts.append((i, min(n, i + s)))
-        i += s
-    order = list(range(len(cuts)))
-    rng.shuffle(order)
-    g = torch.empty(n, dtype=torch.long)
-    for k, c in zip(order, cuts):
-        g[c[0]:c[1]] = k
-    return g
-
-
-def sample_infill(n: int, rng: _random.Random, context: str = "block") -> torch.Tensor:
-    """Stage 3, the pattern inference uses: visible text first (one block, or causal singletons),
-    then the blanks in groups drawn from the fixed inference orders, group size 1, 2 or 4.
-
-    Blanks: 1 to 4 spans covering between 5% and 50% of the tokens.
-    """
-    n_spans = rng.randint(1, 4)
-    budget = max(1, int(n * rng.uniform(0.05, 0.5)))
-    blanks: set[int] = set()
-    for _ in range(n_spans):
-        length = max(1, budget // n_spans)
-        start = rng.randrange(0, max(1, n - length))
-        blanks.update(range(start, min(n, start + length)))
-    blanks_l = sorted(blanks)
-    strategy = rng.choice(("left_to_right", "right_to_left", "random", "outside_in"))
-    groups = fixed_order(strategy, blanks_l, rng.choice((1, 2, 4)), seed=rng.randrange(1 << 30))
-    visible = [p for p in range(n) if p not in blanks]
-    # reuse the inference builder on a BOS-first layout, then drop the BOS slot
-    g = group_ids_from_order(n + 1, [0] + [p + 1 for p in visible],
-                             [[p + 1 for p in grp] for grp in groups], context)[1:]
-    return g - int(g.min())  # ids start at 0
-
-
-def sample_mix(n: int, rng: _random.Random, infill: float = 0.45) -> torch.Tensor:
-    """Stage 3 mixture: random groups (size 4-8), span order, and both infilling patterns.
-
-    `infill` is the share of the infilling patterns (block context twice as often as causal); the
-    rest is random groups and span order, 7:4. The default 0.45 gives 0.35 / 0.20 / 0.30 / 0.15.
-    """
-    pick = rng.random()
-    rest = 1.0 - infill
-    if pick < rest * 7 / 11:
-        return sample_random_groups(n, rng)
-    if pick < rest:
-        return sample_span_order(n, rng)
-    if pick < rest + infill * 2 / 3:
-        return sample_infill(n, rng, "block")
-    return sample_infill(n, rng, "causal")
-
-
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ar": sample_ar,
-    "contiguous": sample_contiguous,
-    "random": sample_random_groups,
-    "span_order": sample_span_order,
-    "infill": sample_infill,
-    "mix": sample_mix,
-}
-
-
-def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
-    """A sampler from a spec string: 'ar', 'contiguous:4', 'random:4-8', 'span_order:1-8',
-    'infill', 'infill:causal', 'mix', 'mix:0.7' (infilling share)."""
-    name, _, arg = spec.partition(":")
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown grouping sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    fn = SAMPLERS[name]
-    if not arg:
-        return fn
-    if name == "contiguous":
-        size = int(arg)
-        if size < 1:
-            raise ValueError(f"contiguous group size must be >= 1; got {spec!r}")
-        return lambda n, rng: fn(n, rng, size)
-    if name in ("random", "span_order"):
-        lo, _, hi = arg.partition("-")
-        lo, hi = int(lo), int(hi or lo)
-        if not 1 <= lo <= hi:  # a size of 0 would never advance through the sequence
-            raise ValueError(f"group sizes must satisfy 1 <= lo <= hi; got {spec!r}")
-        return lambda n, rng: fn(n, rng, lo, hi)
-    if name == "infill":
-        return lambda n, rng: fn(n, rng, arg)
-    if name == "mix":
-        share = float(arg)
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"mix:P takes the infilling share P in [0, 1]; got {spec!r}")
-        return lambda n, rng: fn(n, rng, share)
-    raise ValueError(f"sampler {name!r} takes no argument; got {spec!r}")

@@ -41,8 +41,8 @@ def score_blanks(model, input_ids, blank_mask, groups: Sequence[Sequence[int]] |
     visible = (~mask).nonzero().flatten().tolist()
     g = group_ids_from_order(ids.shape[1], visible, groups, context)  # (T,)
     dev = model.device
-    lp = model.token_logprobs(ids.to(dev), g.expand_as(ids).to(dev))  # (B, T)
-    out = lp[:, mask.to(dev)]  # (B, L)
+    pos = torch.tensor(blanks, device=dev).expand(ids.shape[0], -1)  # (B, L): the query rows needed
+    out = model.token_logprobs(ids.to(dev), g.expand_as(ids).to(dev), positions=pos)  # (B, L)
     return out[0] if single else out
 
 

@@ -10,6 +10,8 @@ tokenizer): `--rows` of data/brown/eval_by_genre/<genre>.txt for each genre, the
 see the same rows, spans and words):
   - left to right: A3's exact NLL vs the plain base's (forgetting), and the relative change
   - infilling: 5-20-token spans, A3 with both sides vs the base with the left side only
+  - the right side's gain: the same span tokens, A3 with both sides vs A3 with the text after
+    the span cut off, over all span tokens, the first two and the last two
   - masked word top-1: A3 with both sides vs the base with the left side
 The base is scored once per domain; the A3 models one after another (one in memory at a time).
 """
@@ -23,9 +25,9 @@ import torch
 from model.backbones.lora import base_tokenizer, load_a3, resolve_base
 from model.corpus.austen import encode_texts, pack_sequences
 
-from .metrics import evaluate
+from .metrics import RIGHT_SUMS, evaluate, right_gains
 
-PARTS = ("ar", "infill", "word")
+PARTS = ("ar", "infill", "word", "right")
 
 
 def domain_rows(tokenizer, seq_len: int, n_rows: int, brown: str = "data/brown",
@@ -49,7 +51,7 @@ def domain_rows(tokenizer, seq_len: int, n_rows: int, brown: str = "data/brown",
 
 def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 256, device: str = "cpu",
                 seed: int = 0, log=print, brown: str = "data/brown", austen: str = "data/austen",
-                austen_rows: int | None = None) -> dict:
+                austen_rows: int | None = None, parts: tuple[str, ...] = PARTS) -> dict:
     """{domain: {"base": metrics, model path: metrics, ...}} (the base's and each model's halves)."""
     tok = base_tokenizer(base_ref)
     rows = domain_rows(tok, seq_len, n_rows, brown, austen, austen_rows)
@@ -57,7 +59,7 @@ def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 25
     base = resolve_base(base_ref).to(device).eval()
     for d, r in rows.items():
         if d != "brown (all genres)":  # the union is summed from its genres below
-            out[d]["base"] = evaluate(None, base, tok, r.to(device), seed=seed, parts=PARTS)
+            out[d]["base"] = evaluate(None, base, tok, r.to(device), seed=seed, parts=parts)
     del base
     for path in models:
         model, mtok = load_a3(path, device=device)
@@ -65,7 +67,7 @@ def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 25
             raise ValueError(f"{path} uses another tokenizer than its base {base_ref!r}")
         for d, r in rows.items():
             if d != "brown (all genres)":
-                out[d][path] = evaluate(model, None, tok, r.to(device), seed=seed, parts=PARTS)
+                out[d][path] = evaluate(model, None, tok, r.to(device), seed=seed, parts=parts)
                 log(f"{path} {d}: {out[d][path]}")
         del model
     genres = [d for d in rows if d.startswith("brown: ")]
@@ -78,13 +80,21 @@ def pool(parts: list[dict]) -> dict:
     """Combine per-genre metric dicts into the union's: left-to-right NLL weighted by rows (each
     row scores the same number of tokens), infilling by span tokens, top-1 by words."""
     res, n = {}, sum(p["rows"] for p in parts)
-    tokens = sum(p["infill_tokens"] for p in parts)
+    tokens = sum(p.get("infill_tokens", 0) for p in parts)
     for key in ("base_ar", "a3_ar"):
         if key in parts[0]:
             res[key] = sum(p[key] * p["rows"] for p in parts) / n
     for key in ("infill_a3", "infill_base_left"):
         if key in parts[0]:
             res[key] = sum(p[key] * p["infill_tokens"] for p in parts) / tokens
+    if "infill_a3_left" in parts[0]:
+        edges = sum(p["edge_tokens"] for p in parts)
+        for key in RIGHT_SUMS:
+            n_key = tokens if not key.endswith("2") else edges
+            res[key] = sum(p[key] * (p["infill_tokens"] if not key.endswith("2") else p["edge_tokens"])
+                           for p in parts) / n_key
+        res["edge_tokens"] = edges
+        res.update(right_gains(res))
     words = sum(p.get("words", 0) for p in parts)
     for key in ("word_top1_a3", "word_top1_base_left"):
         if key in parts[0]:
@@ -93,21 +103,28 @@ def pool(parts: list[dict]) -> dict:
 
 
 def table(results: dict, models: list[str]) -> str:
-    """Markdown: per domain, the base and each model (left-to-right change, infilling gain, top-1)."""
+    """Markdown: per domain, the base and each model (left-to-right change, infilling gain, the
+    right side's gain, top-1); columns whose metrics were not measured are left out."""
     names = [Path(m.rstrip("/")).name if "final" not in m else m for m in models]
-    head = ("| domain | rows | base L2R | " + " | ".join(f"{n}: L2R (vs base)" for n in names) + " | base left-only span | "
-            + " | ".join(f"{n}: span both sides (gain)" for n in names) + " | base word top-1 | "
-            + " | ".join(f"{n}: word top-1" for n in names) + " |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for d, res in results.items():
-        b = res["base"]
-        cells = [d, str(b["rows"]), f"{b['base_ar']:.3f}"]
-        cells += [f"{res[m]['a3_ar']:.3f} ({res[m]['a3_ar'] / b['base_ar'] - 1:+.1%})" for m in models]
-        cells.append(f"{b['infill_base_left']:.3f}")
-        cells += [f"{res[m]['infill_a3']:.3f} ({1 - res[m]['infill_a3'] / b['infill_base_left']:+.1%})" for m in models]
-        cells.append(f"{b['word_top1_base_left']:.1%}")
-        cells += [f"{res[m]['word_top1_a3']:.1%}" for m in models]
-        lines.append("| " + " | ".join(cells) + " |")
+    first = next(iter(results.values()))
+    b0, m0 = first["base"], first[models[0]]
+    cols: list[tuple[str, object]] = [("rows", lambda res: str(res["base"]["rows"]))]
+    if "base_ar" in b0:
+        cols.append(("base L2R", lambda res: f"{res['base']['base_ar']:.3f}"))
+        cols += [(f"{n}: L2R (vs base)", lambda res, m=m: f"{res[m]['a3_ar']:.3f} "
+                  f"({res[m]['a3_ar'] / res['base']['base_ar'] - 1:+.1%})") for m, n in zip(models, names)]
+    if "infill_base_left" in b0:
+        cols.append(("base left-only span", lambda res: f"{res['base']['infill_base_left']:.3f}"))
+        cols += [(f"{n}: span both sides (gain)", lambda res, m=m: f"{res[m]['infill_a3']:.3f} "
+                  f"({1 - res[m]['infill_a3'] / res['base']['infill_base_left']:+.1%})") for m, n in zip(models, names)]
+    if "right_gain" in m0:
+        cols += [(f"{n}: right-side gain, all / first 2 / last 2", lambda res, m=m: f"{res[m]['right_gain']:+.1%} / "
+                  f"{res[m]['right_gain_first2']:+.1%} / {res[m]['right_gain_last2']:+.1%}") for m, n in zip(models, names)]
+    if "word_top1_base_left" in b0:
+        cols.append(("base word top-1", lambda res: f"{res['base']['word_top1_base_left']:.1%}"))
+        cols += [(f"{n}: word top-1", lambda res, m=m: f"{res[m]['word_top1_a3']:.1%}") for m, n in zip(models, names)]
+    lines = ["| domain | " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    lines += ["| " + " | ".join([d] + [f(res) for _, f in cols]) + " |" for d, res in results.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -126,11 +143,15 @@ def main(argv) -> None:
     p.add_argument("--brown", default="data/brown", help="prepared Brown corpus")
     p.add_argument("--austen", default="data/austen", help="prepared Austen corpus")
     p.add_argument("--out", default="docs/domains", help="where domains.md and domains.json go")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which metrics, comma-separated, of {','.join(PARTS)}")
     a = p.parse_args(argv)
     if a.rows < 1 or a.seq_len < 48:
         p.error("--rows must be at least 1 and --seq-len at least 48")
+    parts = tuple(x.strip() for x in a.parts.split(",") if x.strip())
+    if not parts or not set(parts) <= set(PARTS):
+        p.error(f"--parts takes some of {','.join(PARTS)}; got {a.parts!r}")
     res = run_domains(a.model, a.base, a.rows, a.seq_len, a.device, a.seed, brown=a.brown, austen=a.austen,
-                      austen_rows=a.austen_rows)
+                      austen_rows=a.austen_rows, parts=parts)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "domains.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -10,6 +10,9 @@ On packed rows of the held-out split (BOS + seq_len-1 tokens), all per-token NLL
 - a3_group{2,4,8}:    A3, contiguous groups of that size left to right (group-factorized)
 - infill_a3 / infill_base_left: one blanked span of 5-20 tokens per row; A3 sees both sides (visible
   text = group 0, the span left to right after it: exact for the span), the base only the left side
+- right_gain (_first2, _last2): what the text after the span is worth to A3 itself: the same span
+  tokens scored by A3 with both sides and by A3 with the row cut after the span (infill_a3_left),
+  1 - NLL(both) / NLL(left), over the whole span and over its first and last two tokens
 - word_top1_a3 / word_top1_base_left: one single-token word per row; top-1 accuracy of A3 seeing
   both sides vs the base seeing the left side
 Everything is seeded, so two runs on the same checkpoint print the same numbers.
@@ -24,7 +27,8 @@ import torch
 from model.backbones.lora import load_a3, resolve_base
 from model.baselines.ar import left_logprobs
 from model.core.a3 import A3Model
-from model.core.groups import group_ids_from_order, sample_contiguous, sample_random_groups
+from model.core.groups import group_ids_from_order
+from model.core.samplers import sample_contiguous, sample_random_groups
 from model.core.scoring import score_blanks
 from model.corpus.austen import load_packed
 
@@ -51,7 +55,17 @@ def word_positions(tokenizer, row: list[int]) -> list[int]:
     return out
 
 
-PARTS = ("ar", "random", "groups", "infill", "word")
+PARTS = ("ar", "random", "groups", "infill", "word", "right")
+# per-token NLL sums of the right-side comparison: A3 with both sides vs A3 with the text after the
+# span cut off, over the whole span, its first two and its last two tokens
+RIGHT_SUMS = tuple(f"infill_a3{side}{part}" for part in ("", "_first2", "_last2") for side in ("", "_left"))
+
+
+def right_gains(res: dict) -> dict:
+    """1 - NLL(both sides) / NLL(left side only) of A3 itself: the share of the span's NLL that the
+    text after the span removes, over all span tokens, the first two and the last two."""
+    return {f"right_gain{part}": 1 - res[f"infill_a3{part}"] / res[f"infill_a3_left{part}"]
+            for part in ("", "_first2", "_last2")}
 
 
 @torch.no_grad()
@@ -84,27 +98,39 @@ def evaluate(model: A3Model | None, base, tokenizer, rows: torch.Tensor, batch: 
     # infilling: one span of 5-20 tokens per row, away from the edges
     a3_tot = base_tot = 0.0
     n_tok = 0
+    right = {k: 0.0 for k in RIGHT_SUMS}  # the right side's part, A3 against itself
     for i in range(len(rows)):
         L = rng.randint(5, 20)
         start = rng.randint(T // 4, 3 * T // 4 - L)
-        if "infill" not in parts:
+        if "infill" not in parts and "right" not in parts:
             continue
         span = torch.zeros(T, dtype=torch.bool)
         span[start:start + L] = True
         if model is not None:  # both sides visible, the span left to right
-            a3_tot -= score_blanks(model, rows[i], span).sum().item()
-        if base is not None:
+            both = -score_blanks(model, rows[i], span)  # (L,) NLL per span token
+            a3_tot += both.sum().item()
+            if "right" in parts:  # the same span tokens with the text after the span cut off
+                left = -score_blanks(model, rows[i, :start + L], span[:start + L])
+                for key, lo, hi in (("", 0, L), ("_first2", 0, 2), ("_last2", L - 2, L)):
+                    right["infill_a3" + key] += both[lo:hi].sum().item()
+                    right["infill_a3_left" + key] += left[lo:hi].sum().item()
+        if base is not None and "infill" in parts:
             base_tot -= left_logprobs(base, rows[i:i + 1, :start + L])[0, start:].sum().item()
         n_tok += L
-    if "infill" in parts:
+    if "infill" in parts or "right" in parts:
         res["infill_tokens"] = n_tok
         if model is not None:
             res["infill_a3"] = a3_tot / n_tok
-        if base is not None:
+        if base is not None and "infill" in parts:
             res["infill_base_left"] = base_tot / n_tok
+    if "right" in parts and model is not None:
+        res["edge_tokens"] = 2 * len(rows)
+        for key, total in right.items():
+            res[key] = total / (n_tok if not key.endswith("2") else 2 * len(rows))
+        res.update(right_gains(res))
     # single masked word
     hits_a3 = hits_base = n_words = 0
-    for i in range(len(rows)):
+    for i in range(len(rows) if "word" in parts else 0):  # the last draws: nothing follows them
         cands = [p for p in word_positions(tokenizer, rows[i].tolist()) if p > T // 8]
         if not cands:
             continue

@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from model.core.groups import make_sampler
+from model.core.samplers import make_sampler
 
 from .recipe import stage_kind
 from .steps import grouping_batch, stage_loss

@@ -22,13 +22,13 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from model.core.groups import make_sampler
+from model.core.samplers import make_sampler
 
 from . import checkpointing
 from .evaluate import evaluate
 from .models import enter_stage, initial_model, recipe_tokenizer
-from .recipe import Stage, TrainConfig, anneal_ratio, check, lr_at, stage_kind
-from .steps import TrainData, anchor_kl, grouping_batch, stage_loss
+from .recipe import Stage, TrainConfig, anneal_ratio, check, lr_at, resolve_precision, stage_kind
+from .steps import TrainData, anchor_kl, clause_starts, grouping_batch, punctuation_ids, stage_loss
 
 __all__ = ["Stage", "TrainConfig", "anneal_ratio", "lr_at", "main", "stage_kind", "train"]
 AR = make_sampler("ar")
@@ -41,7 +41,8 @@ class Run:
         self.cfg, self.acc, self.out = cfg, acc, Path(cfg.out_dir)
         self.stage_idx = self.step = self.tokens = 0
         self.elapsed, self.t_start = 0.0, time.time()
-        self.rng = random.Random(cfg.seed)
+        # every process of a multi-process run draws its own batches (process 0 as a single run would)
+        self.rng = random.Random(cfg.seed if acc.process_index == 0 else f"{cfg.seed}-{acc.process_index}")
         self.log = open(self.out / "metrics.jsonl", "a")
 
     def emit(self, rec: dict) -> None:
@@ -61,10 +62,11 @@ def batch_loss(model, stage: Stage, ids: torch.Tensor, sampler, run: Run, dgen) 
     if sampler is None:
         return stage_loss(model, ids, None)
     left_to_right = stage.sampler == "ar" or (stage.ar_share > 0 and run.rng.random() < stage.ar_share)
-    g = grouping_batch(AR if left_to_right else sampler, len(ids), run.cfg.seq_len, run.rng).to(ids.device)
+    starts = None if left_to_right else clause_starts(ids.cpu(), run.punct)
+    g = grouping_batch(AR if left_to_right else sampler, len(ids), run.cfg.seq_len, run.rng, starts).to(ids.device)
     own = not left_to_right or stage.sampler == "ar"  # a batch of the stage's own sampler
     if not (left_to_right and stage.anchor > 0):
-        return stage_loss(model, ids, g, stage.score_first or not own)
+        return stage_loss(model, ids, g, stage.score_first or not own, tail_weight=stage.tail_weight if own else 1.0)
     loss, logits = stage_loss(model, ids, g, True, return_logits=True)
     return loss + stage.anchor * anchor_kl(model, ids, logits)
 
@@ -73,10 +75,16 @@ def train_stage(model, stage: Stage, data: TrainData, tokenizer, run: Run, resum
     """Run one stage from run.step to its end; (model, finished). False: out of time, saved."""
     cfg, acc = run.cfg, run.acc
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=stage.lr,
-                            weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    w = getattr(model, "w", None)
+    rest = [p for p in model.parameters() if p.requires_grad and p is not w]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if w is not None and w.requires_grad:
+        groups.append({"params": [w], "lr_scale": cfg.w_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=stage.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     if resume:
         checkpointing.restore_optimizer(run.out, opt, run.rng)
+        if acc.process_index:  # the saved RNG is process 0's; the others draw their own
+            run.rng.seed(f"{cfg.seed}-{acc.process_index}-{run.step}")
     model, opt = acc.prepare(model, opt)
     sampler = make_sampler(stage.sampler) if stage_kind(stage.sampler) == "a3" else None
     dgen = torch.Generator().manual_seed(cfg.seed + 1000 * run.stage_idx + run.step)  # diffusion t / masks
@@ -84,7 +92,7 @@ def train_stage(model, stage: Stage, data: TrainData, tokenizer, run: Run, resum
     t_last = time.time()
     while run.step < stage.steps:
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(run.step, stage)
+            pg["lr"] = lr_at(run.step, stage) * pg.get("lr_scale", 1.0)
         for _ in range(cfg.grad_accum):
             ids = data.batch(run.rng, cfg.batch_size).to(acc.device)
             with acc.accumulate(model):
@@ -124,13 +132,13 @@ def train(cfg: TrainConfig) -> Path | None:
     check(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mp = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
-    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum)
+    acc = Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum)
     torch.manual_seed(cfg.seed)
     tokenizer = recipe_tokenizer(cfg)
     data = TrainData(cfg.corpora, cfg.seq_len, tokenizer, cfg.eval_rows)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     run = Run(cfg, acc)
+    run.punct = punctuation_ids(tokenizer)
     resumed = checkpointing.load_last(out)
     if resumed:
         model, prog = resumed

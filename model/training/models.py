@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from model.backbones.lora import add_lora, adapter_section, base_tokenizer, load_adapter, resolve_base
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+from model.backbones.lora import ATTN, MLP, add_lora, adapter_section, base_tokenizer, load_adapter, resolve_base, unload_lora
 from model.backbones.smollm import REF as SMOLLM_REF
 from model.baselines.diffusion import DiffusionConfig, DiffusionLM
 from model.core.a3 import A3Config, A3Model
@@ -52,7 +54,10 @@ def initial_model(cfg: TrainConfig, tokenizer):
         if a3 is None or a3.get("base_model") != cfg.base_model:
             raise ValueError(f"init_adapter {cfg.init_adapter!r} must be an adapter checkpoint over "
                              f"{cfg.base_model!r} (its config's a3.base_model)")
-        return load_adapter(cfg.init_adapter, merge=False)
+        model = load_adapter(cfg.init_adapter, merge=False)
+        if cfg.lora and lora_shape(cfg.lora) != lora_shape(model.lora):
+            model = widen_adapter(model, cfg.lora)
+        return model
     model = build_base(cfg, len(tokenizer))
     if stage_kind(first) == "diffusion":
         return wrap_diffusion(model, tokenizer, cfg.base_model or "stage 0")
@@ -61,6 +66,43 @@ def initial_model(cfg: TrainConfig, tokenizer):
         if cfg.lora:
             model = add_lora(model, **cfg.lora)
     return model
+
+
+def lora_shape(lora: dict) -> tuple[int, float, list[str]]:
+    """(rank, alpha, every targeted module) of a recipe's `lora` section or of an adapter's config."""
+    targets = list(dict.fromkeys([*lora.get("targets", ATTN), *(MLP if lora.get("mlp") else ())]))
+    return lora.get("r", 16), lora.get("alpha", 32), targets
+
+
+def widen_adapter(model: A3Model, lora: dict) -> A3Model:
+    """The same function under a larger LoRA config (a higher rank, more targets): a fresh adapter
+    of `lora` whose first r_old ranks hold the old A and B (B rescaled to the new alpha / r); its
+    other ranks start with B = 0, as a fresh adapter does, so the logits do not move."""
+    old = model.lora
+    new = {**old, **{k: v for k, v in lora.items() if k != "mlp"}}
+    new["targets"] = lora_shape(lora)[2]
+    if new["r"] < old["r"] or not set(old["targets"]) <= set(new["targets"]):
+        raise ValueError(f"an adapter can only widen: rank {old['r']} -> {new['r']}, targets {old['targets']} -> "
+                         f"{new['targets']}")
+    ratio = (old["alpha"] / old["r"]) / (new["alpha"] / new["r"])
+    state = {k: v.clone() for k, v in get_peft_model_state_dict(model.base).items()}
+    w = model.w.detach().clone()
+    merged_targets = new.pop("targets")
+    widened = add_lora(A3Model(unload_lora(model), model.a3_config), targets=merged_targets,
+                       **{k: v for k, v in new.items() if k in ("r", "alpha", "dropout")})
+    fresh = get_peft_model_state_dict(widened.base)
+    for key, val in state.items():
+        tgt = fresh[key].clone()
+        if "lora_A" in key:
+            tgt[:old["r"]] = val
+        else:  # lora_B: (out, r)
+            tgt[:, :old["r"]] = val * ratio
+            tgt[:, old["r"]:] = 0
+        fresh[key] = tgt
+    set_peft_model_state_dict(widened.base, fresh)
+    with torch.no_grad():
+        widened.w.copy_(w)
+    return widened
 
 
 def enter_stage(model, stage: Stage, out: Path, tokenizer, cfg: TrainConfig, is_main: bool):

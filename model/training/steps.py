@@ -38,21 +38,62 @@ class TrainData:
         return torch.stack([self.train[c][rng.randrange(len(self.train[c]))] for c in picks])
 
 
-def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random) -> torch.Tensor:
-    """(rows, seq_len) group ids, one grouping per sequence; position 0 (BOS) gets 0 (ignored)."""
+def grouping_batch(sampler, rows: int, seq_len: int, rng: random.Random,
+                   boundaries: torch.Tensor | None = None) -> torch.Tensor:
+    """(rows, seq_len) group ids, one grouping per sequence; position 0 (BOS) gets 0 (ignored).
+
+    boundaries: (rows, seq_len) True where a clause or sentence starts (the token after a
+    punctuation token), for samplers that cut blanks along them (`wants_boundaries`)."""
     g = torch.zeros(rows, seq_len, dtype=torch.long)
+    snap = getattr(sampler, "wants_boundaries", False) and boundaries is not None
     for r in range(rows):
-        g[r, 1:] = sampler(seq_len - 1, rng)
+        g[r, 1:] = sampler(seq_len - 1, rng, boundaries[r, 1:]) if snap else sampler(seq_len - 1, rng)
     return g
 
 
+def clause_starts(ids: torch.Tensor, punct: torch.Tensor) -> torch.Tensor:
+    """(B, T) True at tokens that follow a token ending in punctuation (punct: (V,) bool)."""
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    out[:, 1:] = punct[ids[:, :-1]]
+    return out
+
+
+def punctuation_ids(tokenizer) -> torch.Tensor:
+    """(V,) True for tokens whose text ends a clause or a sentence (. , ; : ! ? and closing quotes)."""
+    vocab = tokenizer.get_vocab()
+    punct = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
+    for tok, i in vocab.items():
+        text = tokenizer.convert_tokens_to_string([tok]).strip()
+        punct[i] = bool(text) and text[-1] in ".,;:!?\"'\u201d"
+    return punct
+
+
+def blank_tails(g: torch.Tensor, tail: int = 2) -> torch.Tensor:
+    """(B, T) True at the last `tail` positions of every blank span: maximal runs of positions
+    outside each row's first group (the visible block of the infilling patterns)."""
+    first = g[:, 1:].min(dim=1, keepdim=True).values
+    blank = g != first
+    blank[:, 0] = False
+    # i is among its span's last `tail` iff some position of i+1 .. i+tail is not blank
+    ahead = torch.ones_like(blank)
+    for j in range(1, tail + 1):
+        shifted = torch.zeros_like(blank)  # past the row's end counts as not blank
+        shifted[:, :-j] = blank[:, j:]
+        ahead &= shifted
+    return blank & ~ahead
+
+
 def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True,
-               return_logits: bool = False):
+               return_logits: bool = False, tail_weight: float = 1.0):
     """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g (B, T).
 
     score_first=False leaves out each sequence's first group, whose tokens are predicted from the
     BOS alone: the loss is then the conditional -log p(x_rest | x_first group) per scored token,
-    which for the block-context infilling pattern is the infilling likelihood itself.
+    which for the block-context infilling pattern is the infilling likelihood itself. The query
+    stream then runs only at the scored positions (A3Model.scored_positions): the same loss for
+    the cost of the content stream plus a few query rows.
+    tail_weight: the loss weight of the last two tokens of every blank span (blank_tails), the
+    others weigh 1; the loss is the weighted mean.
     return_logits: (loss, A3 logits (B, T, V)) for the anchor."""
     if g is None:
         return model(input_ids=ids, labels=ids).loss
@@ -60,8 +101,20 @@ def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bo
     if not score_first:
         first = g[:, 1:].min(dim=1, keepdim=True).values  # (B, 1) the group decoded first
         labels[g == first] = -100
-    out = model(ids, g, labels=labels)
-    return (out.loss, out.logits) if return_logits else out.loss
+    if return_logits:
+        out = model(ids, g, labels=labels)
+        return out.loss, out.logits
+    qpos = A3Model.scored_positions(labels) if not score_first else None
+    if tail_weight == 1.0:
+        return model(ids, g, labels=labels, query_positions=qpos).loss
+    weights = 1.0 + (tail_weight - 1.0) * blank_tails(g).float()  # (B, T)
+    logits = model(ids, g, query_positions=qpos).logits  # (B, M, V)
+    if qpos is not None:
+        labels, weights = labels.gather(1, qpos), weights.gather(1, qpos)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                          reduction="none")  # (B*M,)
+    w = weights.reshape(-1) * (labels.reshape(-1) != -100)
+    return (nll * w).sum() / w.sum().clamp(min=1e-9)
 
 
 def anchor_kl(model, ids: torch.Tensor, a3_logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,164 @@
+"""Training for the right side: query rows at the scored positions only, user-shaped blanks, the
+loss weight on each blank's last tokens, widening an adapter, and the right-side metric; each
+against an oracle (the full forward, a hand-built mask, a hand-weighted mean, the narrower
+adapter, score_blanks on a cut row)."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_a3, make_base
+
+from model.backbones.lora import add_lora
+from model.core.a3 import A3Model
+from model.core.samplers import make_sampler, sample_user_blanks
+from model.core.scoring import score_blanks
+from model.evaluation.metrics import evaluate
+from model.training.models import widen_adapter
+from model.training.recipe import resolve_precision
+from model.training.steps import blank_tails, grouping_batch, stage_loss
+
+
+def batch(seed=0, B=3, T=60, spec="user:3-10"):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 99, (B, T), generator=gen)
+    ids[:, 0] = 0
+    return ids, grouping_batch(make_sampler(spec), B, T, random.Random(seed))
+
+
+def test_query_rows_at_chosen_positions_equal_the_full_forward():
+    """forward(query_positions=P) gives, row for row, the full forward's logits at P."""
+    model = make_a3()
+    ids, g = batch()
+    pos = torch.tensor([[5, 17, 30, 0], [1, 2, 59, 40], [33, 33, 10, 0]])
+    with torch.no_grad():
+        full = model(ids, g).logits
+        part = model(ids, g, query_positions=pos).logits
+    want = full.gather(1, pos[..., None].expand(-1, -1, full.shape[-1]))
+    assert torch.allclose(part, want, atol=1e-5), f"max diff {(part - want).abs().max():.2e}"
+
+
+def test_blanks_only_loss_equals_the_full_forward_loss_and_backward():
+    """score_first=False runs the query stream at the blanks only: the same loss and gradients as
+    the full forward with the first group's labels removed."""
+    model = make_a3()
+    ids, g = batch(1)
+    loss = stage_loss(model, ids, g, score_first=False)
+    loss.backward()
+    grad = model.w.grad.clone()
+    model.zero_grad()
+    labels = A3Model.default_labels(ids)
+    labels[g == g[:, 1:].min(dim=1, keepdim=True).values] = -100
+    ref = model(ids, g, labels=labels).loss
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5), f"{loss.item()} vs full forward {ref.item()}"
+    assert torch.allclose(grad, model.w.grad, atol=1e-6), "gradients of w should match the full forward's"
+
+
+def test_user_blanks_are_spans_of_the_asked_lengths_away_from_the_edges():
+    """Every drawn grouping: visible text is group 0, 1-3 blank spans of 3-24 tokens, each at least
+    16 tokens from both ends and 4 apart, each blank in a later group."""
+    rng = random.Random(0)
+    for _ in range(200):
+        g = sample_user_blanks(127, rng)
+        blank = (g > 0).nonzero().flatten().tolist()
+        spans = []
+        for p in blank:
+            if spans and p == spans[-1][-1] + 1:
+                spans[-1].append(p)
+            else:
+                spans.append([p])
+        assert 1 <= len(spans) <= 3, f"1-3 spans, got {len(spans)}"
+        assert all(3 <= len(s) <= 24 for s in spans), f"span lengths {[len(s) for s in spans]}"
+        assert spans[0][0] >= 16 and spans[-1][-1] < 127 - 16, f"spans too near an edge: {spans}"
+        assert all(b[0] - a[-1] > 4 for a, b in zip(spans, spans[1:])), "spans should be 4 apart"
+        assert (g == 0).sum() == 127 - len(blank), "every other token is visible, in group 0"
+
+
+def test_user_blanks_take_whole_clauses_when_given_boundaries():
+    """With clause starts every 10 tokens, about half the spans start and end exactly on them."""
+    starts = torch.zeros(127, dtype=torch.bool)
+    starts[::10] = True
+    rng, whole, n = random.Random(0), 0, 0
+    for _ in range(300):
+        g = sample_user_blanks(127, rng, starts)
+        blank = (g > 0).int()
+        edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.int), blank, torch.zeros(1, dtype=torch.int)]))
+        for a, b in zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()):
+            n += 1
+            whole += a % 10 == 0 and b % 10 == 0
+    assert 0.35 < whole / n < 0.8, f"about half the spans should be whole clauses: {whole}/{n}"
+
+
+def test_blank_tails_marks_the_last_two_of_every_span():
+    g = torch.tensor([[0, 0, 3, 4, 5, 0, 0, 6, 0, 1, 2]])
+    want = torch.tensor([[0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(blank_tails(g), want), f"{blank_tails(g).int().tolist()} != {want.int().tolist()}"
+
+
+def test_tail_weight_is_a_weighted_mean_of_the_token_nll():
+    model = make_a3()
+    ids, g = batch(2)
+    with torch.no_grad():
+        got = stage_loss(model, ids, g, score_first=False, tail_weight=3.0).item()
+        lp = model.token_logprobs(ids, g)
+    blank = g != g[:, 1:].min(dim=1, keepdim=True).values
+    blank[:, 0] = False
+    w = (1.0 + 2.0 * blank_tails(g).float()) * blank
+    want = (-(lp * w).sum() / w.sum()).item()
+    assert got == pytest.approx(want, rel=1e-5), f"{got} vs hand-weighted {want}"
+
+
+def test_widening_an_adapter_keeps_its_logits():
+    """A rank-4 attention adapter widened to rank 16 with the MLP: the same logits, more trainables."""
+    model = add_lora(make_a3(), r=4, alpha=8)
+    with torch.no_grad():
+        for n, p in model.base.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    ids, g = batch(3)
+    with torch.no_grad():
+        before = model(ids, g).logits
+    n_before = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    wide = widen_adapter(model, {"r": 16, "alpha": 16, "mlp": True})
+    with torch.no_grad():
+        after = wide(ids, g).logits
+    assert wide.lora["r"] == 16 and "up_proj" in wide.lora["targets"], f"widened config {wide.lora}"
+    assert torch.allclose(before, after, atol=1e-5), f"max diff {(before - after).abs().max():.2e}"
+    assert sum(p.numel() for p in wide.parameters() if p.requires_grad) > n_before, "more parameters should train"
+
+
+def test_right_side_gain_compares_a3_with_itself_on_a_cut_row():
+    """right_gain: the span tokens scored with both sides vs with the row cut after the span."""
+    model = make_a3(vocab_size=99)
+    rows = torch.randint(3, 99, (3, 64), generator=torch.Generator().manual_seed(4))
+    rows[:, 0] = 0
+    res = evaluate(model, None, None, rows, parts=("right",))
+    rng, both, left, last_b, last_l = random.Random(0), 0.0, 0.0, 0.0, 0.0
+    # replay evaluate's draws: a random order per row (drawn even when not measured), then the spans
+    from model.core.samplers import sample_random_groups
+    for _ in range(3):
+        sample_random_groups(63, rng, 1, 1)
+    n = 0
+    for i in range(3):
+        L = rng.randint(5, 20)
+        start = rng.randint(16, 48 - L)
+        span = torch.zeros(64, dtype=torch.bool)
+        span[start:start + L] = True
+        b = -score_blanks(model, rows[i], span)
+        lft = -score_blanks(model, rows[i, :start + L], span[:start + L])
+        both, left, last_b, last_l, n = both + b.sum(), left + lft.sum(), last_b + b[-2:].sum(), last_l + lft[-2:].sum(), n + L
+    assert res["infill_a3"] == pytest.approx(float(both) / n, rel=1e-5), "both-sides NLL"
+    assert res["infill_a3_left"] == pytest.approx(float(left) / n, rel=1e-5), "left-only NLL"
+    assert res["right_gain"] == pytest.approx(1 - float(both) / float(left), rel=1e-4), "gain over all tokens"
+    assert res["right_gain_last2"] == pytest.approx(1 - float(last_b) / float(last_l), rel=1e-4), "gain, last two"
+
+
+def test_auto_precision_is_fp32_unless_the_hardware_has_bf16(monkeypatch):
+    import model.training.recipe as recipe
+    monkeypatch.setattr(recipe, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto") == "no", "a CPU without bf16 trains in fp32"
+    monkeypatch.setattr(recipe, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto") == "bf16", "a CPU with AVX-512 BF16 trains under bf16 autocast"
+    assert resolve_precision("no") == "no", "an explicit setting is kept"
