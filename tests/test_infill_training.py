@@ -162,3 +162,39 @@ def test_auto_precision_is_fp32_unless_the_hardware_has_bf16(monkeypatch):
     monkeypatch.setattr(recipe, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto") == "bf16", "a CPU with AVX-512 BF16 trains under bf16 autocast"
     assert resolve_precision("no") == "no", "an explicit setting is kept"
+
+
+def test_slack_row_puts_the_span_then_empties_then_the_right_text():
+    """A slack row: L real tokens in the first slots, M - L empty tokens, then the row's text from
+    after the span on (shifted right, cut at T); the slots are the only blanks, one per group."""
+    from model.training.slack import slack_row
+    row = torch.arange(100, 164)  # (64,) distinct tokens: a shift is easy to see
+    row[0] = 0
+    rng = random.Random(3)
+    for _ in range(50):
+        ids, g = slack_row(row, rng, empty_id=7, margin=8, max_slots=24)
+        slots = (g > 0).nonzero().flatten()
+        a, M = int(slots[0]), len(slots)
+        assert torch.equal(slots, torch.arange(a, a + M)), "the slots should be one contiguous blank"
+        empties = (ids == 7).nonzero().flatten()
+        L = M - len(empties)
+        assert 1 <= L <= M and torch.equal(empties, torch.arange(a + L, a + M)), "empties fill the slots' end"
+        assert torch.equal(ids[:a + L], row[:a + L]), "the text before and inside the span is the row's own"
+        assert torch.equal(ids[a + M:], row[a + L:a + L + 64 - a - M]), "the right text follows all the slots"
+        assert sorted(g[slots].tolist()) == list(range(1, M + 1)), "each slot is its own group after the text"
+        assert a >= 9 and 64 - (a + M) >= 8, "the blank keeps the margins"
+
+
+def test_a_slack_stage_trains_and_records_the_length_signal(corpus, tmp_path):
+    """A stage with slack_share trains, and the checkpoint names its empty token and slot limit."""
+    from model.training.loop import Stage, TrainConfig, train
+    cfg = TrainConfig(data_dir=str(corpus), out_dir=str(tmp_path), mixed_precision="no", seq_len=48, batch_size=4,
+                      n_layer=2, hidden=32, n_head=4, n_kv_head=2, intermediate=64, eval_every=1000, eval_rows=4,
+                      save_every=50, empty_token="<mask>", max_slots=12,
+                      stages=[Stage("0-base", "base", 2, 3e-3, 1),
+                              Stage("3-user", "user:3-8", 3, 3e-3, 1, score_first=False, slack_share=0.5)])
+    final = train(cfg)
+    sig = A3Model.from_pretrained(final).a3_config.length_signal
+    assert sig == {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12}, f"length signal recorded: {sig}"
+    with pytest.raises(ValueError, match="empty_token"):
+        train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "empty_token": "<nothing>"}))

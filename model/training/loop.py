@@ -28,6 +28,7 @@ from . import checkpointing
 from .evaluate import evaluate
 from .models import enter_stage, initial_model, recipe_tokenizer
 from .recipe import Stage, TrainConfig, anneal_ratio, check, lr_at, resolve_precision, stage_kind
+from .slack import apply_slack
 from .steps import TrainData, anchor_kl, clause_starts, grouping_batch, punctuation_ids, stage_loss
 
 __all__ = ["Stage", "TrainConfig", "anneal_ratio", "lr_at", "main", "stage_kind", "train"]
@@ -65,6 +66,9 @@ def batch_loss(model, stage: Stage, ids: torch.Tensor, sampler, run: Run, dgen) 
     starts = None if left_to_right else clause_starts(ids.cpu(), run.punct)
     g = grouping_batch(AR if left_to_right else sampler, len(ids), run.cfg.seq_len, run.rng, starts).to(ids.device)
     own = not left_to_right or stage.sampler == "ar"  # a batch of the stage's own sampler
+    if own and stage.slack_share > 0:
+        ids, g = apply_slack(ids, g, stage.slack_share, run.rng, run.empty_id, starts, run.cfg.max_slots)
+        ids, g = ids.to(g.device), g.to(g.device)
     if not (left_to_right and stage.anchor > 0):
         return stage_loss(model, ids, g, stage.score_first or not own, tail_weight=stage.tail_weight if own else 1.0)
     loss, logits = stage_loss(model, ids, g, True, return_logits=True)
@@ -146,10 +150,15 @@ def train(cfg: TrainConfig) -> Path | None:
         acc.print(f"resuming at stage {run.stage_idx} step {run.step} ({run.tokens} tokens)")
     else:
         model = initial_model(cfg, tokenizer)
+    if any(s.slack_share > 0 for s in cfg.stages):
+        run.empty_id = empty_token_id(tokenizer, cfg.empty_token)
     try:
         while run.stage_idx < len(cfg.stages):
             stage = cfg.stages[run.stage_idx]
             model = enter_stage(model, stage, out, tokenizer, cfg, acc.is_main_process)
+            if stage.slack_share > 0:  # the checkpoint says that it has learned the length signal
+                model.a3_config.length_signal = {"empty_id": run.empty_id, "empty_token": cfg.empty_token,
+                                                 "max_slots": cfg.max_slots}
             model, finished = train_stage(model, stage, data, tokenizer, run, bool(resumed))
             resumed = None  # the saved optimizer belongs to the first stage resumed only
             if not finished:
@@ -161,6 +170,15 @@ def train(cfg: TrainConfig) -> Path | None:
         return checkpointing.save_final(model, out, cfg, run.tokens, run.elapsed, tokenizer)
     finally:
         run.log.close()
+
+
+def empty_token_id(tokenizer, token: str) -> int:
+    """The id of the token that fills a slack blank's unused slots; it must be one token of the vocabulary."""
+    tid = tokenizer.get_vocab().get(token)
+    if tid is None:
+        raise ValueError(f"empty_token {token!r} is not a token of this tokenizer; name one that is (SmolLM2 "
+                         "has '<empty_output>'), or set no slack_share")
+    return tid
 
 
 def main(argv=None) -> None:

@@ -34,6 +34,7 @@ class Stage:
     ar_share: float = 0.0  # A3 stages: share of batches drawn left to right instead of from `sampler`
     anchor: float = 0.0  # A3 LoRA stages: weight of KL(base || A3) on left-to-right batches
     tail_weight: float = 1.0  # loss weight of the last two tokens of every blank span (steps.blank_tails)
+    slack_share: float = 0.0  # share of this stage's own rows given a blank with slack slots (slack.py)
 
 
 @dataclass
@@ -57,6 +58,10 @@ class TrainConfig:
     init_adapter: str = ""  # LoRA: start from this adapter checkpoint's weights instead of a fresh adapter
     weight_decay: float = 0.01
     w_lr_scale: float = 1.0  # the query vector w learns at this multiple of the stage's rate
+    # the learned length signal (training/slack.py): the token that fills a blank's unused slots, and the
+    # most slots a slack blank has; a stage's slack_share > 0 needs empty_token to be one token of the vocabulary
+    empty_token: str = "<empty_output>"
+    max_slots: int = 48
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_rows: int = 64  # held-out rows per evaluation (per corpus with data_mix)
@@ -107,8 +112,9 @@ def check(cfg: TrainConfig) -> None:
     for s in cfg.stages:
         if stage_kind(s.sampler) == "diffusion":
             anneal_ratio(s.sampler, 0)
-        if not 0.0 <= s.ar_share <= 1.0 or s.anchor < 0 or s.tail_weight <= 0:
-            raise ValueError(f"stage {s.name!r}: ar_share must be in [0, 1], anchor >= 0 and tail_weight > 0")
+        if not 0.0 <= s.ar_share <= 1.0 or s.anchor < 0 or s.tail_weight <= 0 or not 0.0 <= s.slack_share <= 1.0:
+            raise ValueError(f"stage {s.name!r}: ar_share and slack_share must be in [0, 1], anchor >= 0 and "
+                             "tail_weight > 0")
         if s.anchor and not cfg.lora:
             raise ValueError(f"stage {s.name!r}: the KL anchor compares with the base through the disabled "
                              "LoRA adapter; set `lora` or drop `anchor`")
