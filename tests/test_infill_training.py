@@ -167,7 +167,7 @@ def test_auto_precision_is_fp32_unless_the_hardware_has_bf16(monkeypatch):
 def test_slack_row_puts_the_span_then_empties_then_the_right_text():
     """A slack row: L real tokens in the first slots, M - L empty tokens, then the row's text from
     after the span on (shifted right, cut at T); the slots are the only blanks, one per group."""
-    from model.training.slack import slack_row
+    from model.training.slack_rows import slack_row
     row = torch.arange(100, 164)  # (64,) distinct tokens: a shift is easy to see
     row[0] = 0
     rng = random.Random(3)

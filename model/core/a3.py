@@ -33,7 +33,7 @@ class A3Config:
     context_grouping: str = "block"  # default inference context grouping (see groups.group_ids_from_order)
     base_model: str = ""  # where the backbone came from (a path or a hub id), for the model card
     training: dict = field(default_factory=dict)  # recipe summary written by the trainer
-    # the learned length signal, when trained (model/training/slack.py): {"empty_id", "empty_token",
+    # the learned length signal, when trained (model/training/slack_rows.py): {"empty_id", "empty_token",
     # "max_slots"}; a blank whose length the model chooses ends at its first slot that gets empty_id
     length_signal: dict = field(default_factory=dict)
 

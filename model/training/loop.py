@@ -28,7 +28,7 @@ from . import checkpointing
 from .evaluate import evaluate
 from .models import enter_stage, initial_model, recipe_tokenizer
 from .recipe import Stage, TrainConfig, anneal_ratio, check, lr_at, resolve_precision, stage_kind
-from .slack import apply_slack
+from .slack_rows import apply_slack
 from .steps import TrainData, anchor_kl, clause_starts, grouping_batch, punctuation_ids, stage_loss
 
 __all__ = ["Stage", "TrainConfig", "anneal_ratio", "lr_at", "main", "stage_kind", "train"]

@@ -58,7 +58,7 @@ class TrainConfig:
     init_adapter: str = ""  # LoRA: start from this adapter checkpoint's weights instead of a fresh adapter
     weight_decay: float = 0.01
     w_lr_scale: float = 1.0  # the query vector w learns at this multiple of the stage's rate
-    # the learned length signal (training/slack.py): the token that fills a blank's unused slots, and the
+    # the learned length signal (training/slack_rows.py): the token that fills a blank's unused slots, and the
     # most slots a slack blank has; a stage's slack_share > 0 needs empty_token to be one token of the vocabulary
     empty_token: str = "<empty_output>"
     max_slots: int = 48
