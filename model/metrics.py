@@ -1,4 +1,4 @@
-"""`python -m model.metrics`: held-out likelihood metrics for a model card (model/evaluation/metrics.py),
+"""`python -m model.metrics`: held-out likelihood metrics for a model card (model/evaluation/card_metrics.py),
 or with --domains the per-domain table of several adapters (model/evaluation/domains.py)."""
 import sys
 
@@ -7,5 +7,5 @@ if __name__ == "__main__":
         from model.evaluation.domains import main
         main(sys.argv[1:])
     else:
-        from model.evaluation.metrics import main
+        from model.evaluation.card_metrics import main
         main()

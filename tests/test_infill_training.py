@@ -13,7 +13,7 @@ from model.backbones.lora import add_lora
 from model.core.a3 import A3Model
 from model.core.samplers import make_sampler, sample_user_blanks
 from model.core.scoring import score_blanks
-from model.evaluation.metrics import evaluate
+from model.evaluation.card_metrics import measure_card
 from model.training.models import widen_adapter
 from model.training.recipe import resolve_precision
 from model.training.steps import blank_tails, grouping_batch, stage_loss
@@ -133,9 +133,9 @@ def test_right_side_gain_compares_a3_with_itself_on_a_cut_row():
     model = make_a3(vocab_size=99)
     rows = torch.randint(3, 99, (3, 64), generator=torch.Generator().manual_seed(4))
     rows[:, 0] = 0
-    res = evaluate(model, None, None, rows, parts=("right",))
+    res = measure_card(model, None, None, rows, parts=("right",))
     rng, both, left, last_b, last_l = random.Random(0), 0.0, 0.0, 0.0, 0.0
-    # replay evaluate's draws: a random order per row (drawn even when not measured), then the spans
+    # replay measure_card's draws: a random order per row (drawn even when not measured), then the spans
     from model.core.samplers import sample_random_groups
     for _ in range(3):
         sample_random_groups(63, rng, 1, 1)

@@ -1,4 +1,4 @@
-"""Card metrics (model/metrics.py) against independent computations: the base's NLL is HF's own
+"""Card metrics (model/evaluation/card_metrics.py) against independent computations: the base's NLL is HF's own
 loss, A3's left-to-right NLL is the model's loss on the same rows, the left-only infilling NLL is
 a sum of the causal LM's log-probabilities, and a fresh LoRA adapter (B = 0) scores exactly like
 the full checkpoint it wraps."""
@@ -11,7 +11,7 @@ from model.core.a3 import A3Model
 from model.corpus.austen import load_packed
 from model.core.groups import group_ids_from_order
 from model.backbones.lora import add_lora, save_adapter
-from model.evaluation.metrics import main
+from model.evaluation.card_metrics import main
 
 from conftest import make_base, write_corpus
 

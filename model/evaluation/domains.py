@@ -6,7 +6,7 @@ genre, over all Brown genres, and on held-out Austen.
 
 For every domain, packed rows of held-out text (BOS + seq_len - 1 tokens, the model's own
 tokenizer): `--rows` of data/brown/eval_by_genre/<genre>.txt for each genre, their union as
-"brown (all genres)", and `--austen-rows` of data/austen/eval.txt. Metrics (model/evaluation/metrics.py, same seed, so every model and the base
+"brown (all genres)", and `--austen-rows` of data/austen/eval.txt. Metrics (model/evaluation/card_metrics.py, same seed, so every model and the base
 see the same rows, spans and words):
   - left to right: A3's exact NLL vs the plain base's (forgetting), and the relative change
   - infilling: 5-20-token spans, A3 with both sides vs the base with the left side only
@@ -25,7 +25,7 @@ import torch
 from model.backbones.lora import base_tokenizer, load_a3, resolve_base
 from model.corpus.austen import encode_texts, pack_sequences
 
-from .metrics import RIGHT_SUMS, evaluate, right_gains
+from .card_metrics import RIGHT_SUMS, measure_card, right_gains
 
 PARTS = ("ar", "infill", "word", "right")
 
@@ -59,7 +59,7 @@ def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 25
     base = resolve_base(base_ref).to(device).eval()
     for d, r in rows.items():
         if d != "brown (all genres)":  # the union is summed from its genres below
-            out[d]["base"] = evaluate(None, base, tok, r.to(device), seed=seed, parts=parts)
+            out[d]["base"] = measure_card(None, base, tok, r.to(device), seed=seed, parts=parts)
     del base
     for path in models:
         model, mtok = load_a3(path, device=device)
@@ -67,7 +67,7 @@ def run_domains(models: list[str], base_ref: str, n_rows: int, seq_len: int = 25
             raise ValueError(f"{path} uses another tokenizer than its base {base_ref!r}")
         for d, r in rows.items():
             if d != "brown (all genres)":
-                out[d][path] = evaluate(model, None, tok, r.to(device), seed=seed, parts=parts)
+                out[d][path] = measure_card(model, None, tok, r.to(device), seed=seed, parts=parts)
                 log(f"{path} {d}: {out[d][path]}")
         del model
     genres = [d for d in rows if d.startswith("brown: ")]

@@ -69,8 +69,8 @@ def right_gains(res: dict) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: A3Model | None, base, tokenizer, rows: torch.Tensor, batch: int = 16, seed: int = 0,
-             parts: tuple[str, ...] = PARTS) -> dict:
+def measure_card(model: A3Model | None, base, tokenizer, rows: torch.Tensor, batch: int = 16, seed: int = 0,
+                 parts: tuple[str, ...] = PARTS) -> dict:
     """The card's metrics on packed rows (module docstring). model None: the base's numbers only;
     base None: A3's only. `parts` picks metrics; skipped ones still draw their random numbers, so
     the spans and words are the same whatever is measured."""
@@ -185,7 +185,7 @@ def main(argv=None) -> None:
     model, tok = load_a3(models[-1], device=a.device)
     base = resolve_base(a.base).to(a.device).eval()
     rows = load_packed(a.data, "eval", a.seq_len, tok)[:a.rows].to(a.device)
-    res = evaluate(model, base, tok, rows, seed=a.seed)
+    res = measure_card(model, base, tok, rows, seed=a.seed)
     text = json.dumps(res, indent=2)
     print(text)
     if a.json:
