@@ -110,7 +110,7 @@ def load_models(args, systems):
 
 
 
-def evaluate(args, windows: list[Window], systems: list[EvalSystem], tokenizer, records_path: Path) -> None:
+def run_windows(args, windows: list[Window], systems: list[EvalSystem], tokenizer, records_path: Path) -> None:
     """Run every (window, system) pair not yet in records_path, appending one record each."""
     from rouge_score.rouge_scorer import RougeScorer
     scorer = RougeScorer(list(ROUGE), use_stemmer=True)
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
                          "pass --fresh to discard them or another --work")
     run_path.write_text(json.dumps(ident, indent=2))
     if not args.report_only:
-        evaluate(args, windows, systems, tokenizer, records_path)
+        run_windows(args, windows, systems, tokenizer, records_path)
     given = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--fresh")]
     command = "python -m model.eval " + " ".join(shlex.quote(a) for a in given)
     path = write_report(args, windows, systems, read_records(records_path), command)
@@ -201,4 +201,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["Window", "EvalSystem", "split_sentences", "make_windows", "all_systems", "select_systems",
-           "summarize", "paired", "verdict", "run_a3", "run_ar", "run_diffusion", "evaluate", "main"]
+           "summarize", "paired", "verdict", "run_a3", "run_ar", "run_diffusion", "run_windows", "main"]

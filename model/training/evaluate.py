@@ -13,8 +13,8 @@ from .steps import grouping_batch, stage_loss
 
 
 @torch.no_grad()
-def evaluate(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int,
-             score_first: bool = True) -> dict:
+def held_out_nll(model, eval_ids: torch.Tensor, sampler_spec: str, batch: int, seed: int,
+                 score_first: bool = True) -> dict:
     """Held-out NLL per token under the stage's grouping and loss (fixed seed) and, for A3, the
     full left-to-right NLL; a diffusion stage reports its ELBO bound."""
     model.eval()

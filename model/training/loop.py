@@ -25,7 +25,7 @@ from tqdm import tqdm
 from model.core.samplers import make_sampler
 
 from . import checkpointing
-from .evaluate import evaluate
+from .evaluate import held_out_nll
 from .models import enter_stage, initial_model, recipe_tokenizer
 from .recipe import Stage, TrainConfig, anneal_ratio, check, lr_at, resolve_precision, stage_kind
 from .slack_rows import apply_slack
@@ -115,7 +115,7 @@ def train_stage(model, stage: Stage, data: TrainData, tokenizer, run: Run, resum
                   "tokens": run.tokens, "elapsed": round(run.elapsed, 1)})
         done = run.step == stage.steps
         if run.step % cfg.eval_every == 0 or done:
-            ev = evaluate(acc.unwrap_model(model), data.eval, stage.sampler, cfg.batch_size, cfg.seed, stage.score_first)
+            ev = held_out_nll(acc.unwrap_model(model), data.eval, stage.sampler, cfg.batch_size, cfg.seed, stage.score_first)
             run.emit({"stage": stage.name, "step": run.step, "eval": ev, "tokens": run.tokens,
                       "elapsed": round(run.elapsed, 1)})
             bar.set_postfix(ev)
