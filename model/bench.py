@@ -1,5 +1,5 @@
-"""`python -m model.bench`: the speed benchmark (the code is in model/evaluation/bench.py)."""
-from model.evaluation.bench import main
+"""`python -m model.bench`: the speed benchmark (the code is in model/evaluation/benchmark.py)."""
+from model.evaluation.benchmark import main
 
 if __name__ == "__main__":
     main()
