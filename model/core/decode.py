@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .groups import BOS_GROUP, FIXED_ORDERS, PAD_GROUP, fixed_order, group_ids_from_order
+from .chosen_length import SlackBlank, compact, length_signal
 from .sampling import Sampler, SamplingConfig, choose_rows, excluded_ids
 from .trace import Trace, apply_steps
 from .two_stream import KVCache, two_stream_walk
@@ -51,6 +52,9 @@ class DecodeConfig:
     n_alternatives: int = 5  # top-k alternatives recorded per generated token
     use_cache: bool = True  # False: full two-stream recompute every step (benchmark / oracle)
     exclude_special: bool = True  # blanks never receive special, added or control tokens
+    # (first slot, slots, least length): one blank whose length the model chooses with its learned
+    # length signal; the fill ends at the first slot given the model's empty token (chosen_length.py)
+    slack: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -67,6 +71,8 @@ class Step:
     elapsed: float  # seconds since decoding started
     pending: int  # blanks still open after this step
     excluded_mass: list[float] = field(default_factory=list)  # model probability on excluded ids, per position
+    closed: list[int] = field(default_factory=list)  # slots closed with the empty token after the fill ended
+    empty_prob: list[float] = field(default_factory=list)  # a slack blank: p(empty token) per position
 
 
 def validate(input_ids: Sequence[int] | torch.Tensor, blank_mask: Sequence[bool] | torch.Tensor,
@@ -99,6 +105,11 @@ def validate(input_ids: Sequence[int] | torch.Tensor, blank_mask: Sequence[bool]
     if cfg.n_alternatives < 0:
         raise ValueError(f"n_alternatives must be >= 0; got {cfg.n_alternatives}")
     cfg.sampling.validate()
+    if cfg.slack is not None:
+        first, n, least = cfg.slack
+        if not 1 <= least <= n or first < 1 or first + n > ids.numel() or not bool(mask[first:first + n].all()):
+            raise ValueError(f"the slots of a blank whose length the model chooses ({first}..{first + n - 1}) "
+                             f"must all be blank positions of the text, with a least length of 1 to {n}")
     return ids, mask
 
 
@@ -115,8 +126,9 @@ def _text(tokenizer, ids: list[int]) -> list[str]:
 class _Row:
     """One sequence's decoding state: its request, plan, sampler, grouping and open blanks."""
 
-    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, cfg: DecodeConfig, dev):
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, cfg: DecodeConfig, dev, empty_id: int | None = None):
         self.cfg, self.T = cfg, ids.numel()
+        self.slack = None if cfg.slack is None else SlackBlank(cfg.slack[0], cfg.slack[1], empty_id, cfg.slack[2])
         self.ids, self.mask = ids.to(dev), mask
         self.blanks = mask.nonzero().flatten().tolist()
         self.visible = (~mask).nonzero().flatten().tolist()
@@ -130,7 +142,7 @@ class _Row:
         self.next_group = int(self.g[mask].max())  # the first blank group's id
         self.open = mask.to(dev).clone()  # (T,) blanks not yet committed
         self.new_rows = torch.tensor(self.visible, device=dev)  # content rows to append in the next walk
-        self.step = self.passes = 0
+        self.step = self.passes = self.k = 0  # k: the plan's next group (groups of closed slots are skipped)
 
     @property
     def active(self) -> bool:
@@ -142,7 +154,12 @@ class _Row:
 
     def targets(self) -> torch.Tensor:
         """(M,) the positions queried this step: every open blank (dynamic) or the plan's next group."""
-        return self.open.nonzero().flatten() if self.dynamic else self.plan[self.step]
+        if self.dynamic:
+            return self.open.nonzero().flatten()
+        while not bool(self.open[self.plan[self.k]].any()):  # every slot of it closed: skip the group
+            self.k += 1
+        grp = self.plan[self.k]
+        return grp[self.open[grp]]
 
 
 def _pad(rows: list[torch.Tensor], fill: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,6 +232,12 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         masked = torch.where(exclude[:, None, None], logits.index_fill(-1, excl, float("-inf")), logits)
     else:
         excluded, masked = torch.zeros_like(logits[..., 0]), logits
+    for b, (r, tgt) in enumerate(zip(rows, tgts)):  # a slack blank: the empty token where a fill may end
+        if r.slack is not None and tgt.numel():
+            ok = torch.isin(tgt, torch.tensor(list(r.slack.positions), device=tgt.device))
+            ok[ok.clone()] = r.slack.allowed(r.open, r.ids)[tgt[ok] - r.slack.first]
+            e = r.slack.empty_id
+            masked[b, :tgt.numel(), e] = torch.where(ok, logits[b, :tgt.numel(), e], masked[b, :tgt.numel(), e])
     sel_logp = torch.log_softmax(masked, dim=-1)  # what may be chosen and scored
     sel_probs = sel_logp.exp()
     entropy = (-(probs * logp).nan_to_num().sum(-1)).tolist()  # (B, M)
@@ -243,20 +266,29 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
                 sel = scores.topk(min(cfg.group_size, M)).indices.sort().values
         else:
             sel = torch.arange(M, device=tgt.device)
+        closed = []
+        if r.slack is not None:  # a fill that ends: later slots close, chosen in this step or not
+            closed = r.slack.closing(tgt[sel].tolist(), chosen[sel].tolist(), r.open)
+            sel = sel[~torch.isin(tgt[sel], torch.tensor(closed, dtype=torch.long, device=tgt.device))]
+            closed = sorted(closed)
         pos, tok = tgt[sel], chosen[sel]
-        r.ids[pos] = tok
-        r.g[pos] = r.next_group
-        r.open[pos] = False
-        r.new_rows, r.next_group = pos, r.next_group + 1
-        r.passes += 1
         js, tok_l = sel.tolist(), tok.tolist()
+        r.ids[pos] = tok
+        shut = torch.tensor(closed, dtype=torch.long, device=pos.device)
+        r.ids[shut] = r.slack.empty_id if closed else 0
+        r.g[pos], r.g[shut] = r.next_group, r.next_group
+        r.open[pos], r.open[shut] = False, False
+        r.new_rows, r.next_group = torch.cat([pos, shut]), r.next_group + 1
+        r.passes += 1
+        r.k += 1
         k = min(cfg.n_alternatives, n_alt)
         out.append(Step(
             index=r.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
             probs=probs[b, sel, tok].tolist(),
             alternatives=[list(zip(_text(tokenizer, top_i[b][j][:k]), top_v[b][j][:k])) for j in js] if k else [],
             entropy=[entropy[b][j] for j in js], forward_passes=r.passes, elapsed=time.perf_counter() - t0,
-            pending=int(r.open.sum()), excluded_mass=[excluded[b][j] for j in js]))
+            pending=int(r.open.sum()), excluded_mass=[excluded[b][j] for j in js], closed=closed,
+            empty_prob=probs[b, sel, r.slack.empty_id].tolist() if r.slack is not None else []))
         r.step += 1
     return out
 
@@ -293,8 +325,14 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
     checked = [validate(ids, mask, cfg, max_pos) for (ids, mask), cfg in zip(requests, cfgs)]
     t0 = time.perf_counter()
     dev = model.device
-    rows = [_Row(ids, mask, cfg, dev) for (ids, mask), cfg in zip(checked, cfgs)]
+    signal = length_signal(model)
+    if any(c.slack is not None for c in cfgs) and not signal:
+        raise ValueError("this model has not learned where a fill ends (no length signal in its checkpoint); "
+                         "give the blank a length, or let the app try several lengths")
+    rows = [_Row(ids, mask, cfg, dev, signal.get("empty_id")) for (ids, mask), cfg in zip(checked, cfgs)]
     excl = excluded_ids(tokenizer, model.config.vocab_size, model.config).to(dev)
+    if signal:  # the empty token only ever goes where a slack blank may end
+        excl = torch.unique(torch.cat([excl, torch.tensor([signal["empty_id"]], device=dev)]))
     cache = None
     if cfgs[0].use_cache:  # slots: the longest visible text, then at most every row's blanks (padding)
         slots = max(len(r.visible) for r in rows) + sum(len(r.blanks) for r in rows)
@@ -325,7 +363,8 @@ def run(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer
 
 def run_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | DecodeConfig | None = None,
               tokenizer=None, spans: Sequence[list[list[int]] | None] | None = None) -> list[Trace]:
-    """decode_batch to the end: one Trace per row (spans: each row's blank positions, or None)."""
+    """decode_batch to the end: one Trace per row (spans: each row's blank positions, or None).
+    A row with a slack blank comes back as the story as filled (chosen_length.compact)."""
     cfgs = [cfgs or DecodeConfig()] * len(requests) if not isinstance(cfgs, (list, tuple)) else list(cfgs)
     steps: list[list[Step]] = [[] for _ in requests]
     for walk in decode_batch(model, requests, cfgs, tokenizer):
@@ -337,7 +376,9 @@ def run_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | D
     for (ids, mask), cfg, st, sp in zip(requests, cfgs, steps, spans):
         ids = torch.as_tensor(ids, dtype=torch.long).flatten().tolist()
         mask = torch.as_tensor(mask, dtype=torch.bool).flatten().tolist()
-        out.append(Trace(ids, mask, st, cfg.context, sp))
+        trace = Trace(ids, mask, st, cfg.context, sp)
+        out.append(trace if cfg.slack is None else
+                   compact(trace, SlackBlank(cfg.slack[0], cfg.slack[1], length_signal(model)["empty_id"])))
     return out
 
 

@@ -44,6 +44,8 @@ class Trace:
     steps: list  # decode.Step (or its dict), in order
     context: str = "block"
     spans: list[list[int]] | None = None
+    # a blank whose length the model chose (chosen_length.compact): slots, length, p_end, p_length
+    chosen: dict | None = None
 
     @property
     def output_ids(self) -> list[int]:

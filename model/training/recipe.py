@@ -34,7 +34,7 @@ class Stage:
     ar_share: float = 0.0  # A3 stages: share of batches drawn left to right instead of from `sampler`
     anchor: float = 0.0  # A3 LoRA stages: weight of KL(base || A3) on left-to-right batches
     tail_weight: float = 1.0  # loss weight of the last two tokens of every blank span (steps.blank_tails)
-    slack_share: float = 0.0  # share of this stage's own rows given a blank with slack slots (slack.py)
+    slack_share: float = 0.0  # share of this stage's own rows given a blank with slack slots (slack_rows.py)
 
 
 @dataclass
