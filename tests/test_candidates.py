@@ -124,7 +124,7 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path):
 
     from conftest import make_a3
     from model.corpus.austen import train_tokenizer
-    from model.evaluation.fills import main
+    from model.evaluation.fill_study import main
     words = "the cat sat on a mat and a dog ran to the park while birds sang in tall green trees".split()
     rng = random.Random(0)
     sent = lambda: " ".join(rng.choice(words) for _ in range(rng.randint(5, 9))).capitalize() + "."  # noqa: E731
