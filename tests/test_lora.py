@@ -127,6 +127,21 @@ def test_load_adapter_refuses_a_full_checkpoint(tmp_path):
         load_adapter(tmp_path / "full")
 
 
+def test_an_incomplete_adapter_is_refused(tmp_path):
+    """The adapter files are read by core/checkpoint.py, which names what a folder lacks."""
+    from safetensors.torch import load_file, save_file
+    base_dir = tmp_path / "base"
+    make_base().save_pretrained(base_dir)
+    out = save_adapter(add_lora(A3Model.from_base(base_dir), r=4, alpha=8), tmp_path / "adapter", str(base_dir))
+    state = load_file(str(out / ADAPTER))
+    (out / ADAPTER).unlink()
+    with pytest.raises(ValueError, match=f"has no {ADAPTER}; the adapter is incomplete"):
+        load_adapter(out)
+    save_file({k: v for k, v in state.items() if k != W_KEY}, str(out / ADAPTER))
+    with pytest.raises(ValueError, match=f"has no {W_KEY}; the adapter is incomplete"):
+        load_adapter(out)
+
+
 # ----------------------------------------------------------------------------------------------
 # the trainer with `lora`: a tiny pretrained base on disk, a synthetic corpus
 

@@ -11,7 +11,8 @@ concatenated [content; query] rows, so both streams go through the same adapted 
 as they share the base's projections (docs/DESIGN.md, "Two streams over a pretrained decoder"). LoRA's B starts at zero: a
 fresh adapter is exactly the base.
 
-An adapter checkpoint is a directory:
+An adapter checkpoint is a directory (written and read by model/core/checkpoint.py's
+save_adapter_files / load_adapter_files; this module says what its tensors mean):
     config.json          the base config plus an `a3` section with `lora: {r, alpha, targets,
                          dropout}` and `base_model` (a local path, or "smollm2-135m-gguf" for the
                          converted SmolLM2 base of backbones/smollm_base.py)
@@ -23,7 +24,6 @@ float rounding (~1e-6). Training and resuming use merge=False.
 """
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +32,6 @@ import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from model.core import checkpoint
@@ -40,6 +39,7 @@ from model.core.a3 import W_KEY, A3Config, A3Model
 from model.core.checkpoint import ADAPTER
 
 from . import smollm_base
+
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 
@@ -84,16 +84,10 @@ def save_adapter(model: A3Model, out_dir: str | Path, base_ref: str | None = Non
     ref = base_ref or model.a3_config.base_model
     if not ref:
         raise ValueError(f"name the base the adapter applies to (base_ref), e.g. {smollm_base.REF!r} or a local path")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(lora_state(model), str(out / ADAPTER), metadata={"format": "pt"})
     cfg = model.base.config.to_dict()
     cfg.pop("quantization_config", None)
     cfg["a3"] = {**asdict(model.a3_config), "base_model": ref, "lora": dict(model.lora)}
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    return out
+    return checkpoint.save_adapter_files(out_dir, lora_state(model), cfg, tokenizer)
 
 
 def adapter_section(ckpt_dir: str | Path) -> dict | None:
@@ -162,22 +156,16 @@ def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: boo
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> A3Model:
     """The A3 model of an adapter checkpoint: its base (given, or loaded from `a3.base_model`)
     plus the LoRA weights and w; merged into plain Linear layers unless merge=False."""
-    d = Path(ckpt_dir)
-    a3 = adapter_section(d)
-    if a3 is None:
-        raise ValueError(f"{d} is not an A3 adapter checkpoint (no config.json with `a3.lora`)")
+    a3, state = checkpoint.load_adapter_files(ckpt_dir, required=(W_KEY,))
     if base is None:
         base = resolve_base(a3["base_model"])
     model = add_lora(A3Model(base, A3Config(**checkpoint.dataclass_fields(A3Config, a3))), **a3["lora"])
-    state = load_file(str(d / ADAPTER))
-    w = state.pop(W_KEY, None)
-    if w is None:
-        raise ValueError(f"{d / ADAPTER} has no {W_KEY}; the adapter is incomplete")
+    w = state.pop(W_KEY)
     res = set_peft_model_state_dict(model.base, state)
     unexpected = list(getattr(res, "unexpected_keys", []) or [])
     missing = [k for k in (getattr(res, "missing_keys", []) or []) if "lora_" in k]
     if unexpected or missing:
-        raise ValueError(f"{d / ADAPTER} does not match its config's LoRA layers: missing {missing[:3]}, "
+        raise ValueError(f"{Path(ckpt_dir) / ADAPTER} does not match its config's LoRA layers: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
     with torch.no_grad():
         model.w.copy_(w.to(model.w.dtype))

@@ -8,9 +8,14 @@ one section of ours), safetensors weights and the tokenizer files. Three kinds c
     diffusion  the masked-diffusion baseline: a plain causal LM's weights, `diffusion` section
     causal     a plain causal LM (a base), no section of ours
 
-A3Model, DiffusionLM, the LoRA loader (model/backbones/lora.py) and the app's model menu all use
+A3Model, DiffusionLM, the LoRA adapters (model/backbones/lora.py) and the app's model menu all use
 the functions below; nothing here knows what the extra tensors mean. No network: tokenizers and
 configs are read from local files only.
+
+    read_config / section / require_section / kind / write_config_section    config.json
+    save_backbone / load_backbone           a full checkpoint: the backbone, extra tensors, a section
+    save_adapter_files / load_adapter_files an adapter checkpoint: its tensors and its `a3` section
+    dataclass_fields, load_tokenizer
 """
 from __future__ import annotations
 
@@ -41,11 +46,15 @@ def read_config(ckpt_dir: str | Path) -> dict:
     return cfg
 
 
+def _write_config(ckpt_dir: str | Path, cfg: dict) -> None:
+    (Path(ckpt_dir) / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def write_config_section(ckpt_dir: str | Path, name: str, section: dict) -> None:
     """Add (or replace) one top-level section of a saved checkpoint's config.json."""
     cfg = read_config(ckpt_dir)
     cfg[name] = section
-    (Path(ckpt_dir) / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    _write_config(ckpt_dir, cfg)
 
 
 def section(ckpt_dir: str | Path, name: str) -> dict | None:
@@ -123,6 +132,34 @@ def load_backbone(ckpt_dir: str | Path, extra_keys: tuple[str, ...] = (), dtype:
     if tied:
         base.tie_weights()
     return base.eval(), extras
+
+
+def save_adapter_files(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer=None) -> Path:
+    """Write an adapter checkpoint: `tensors` into adapter.safetensors, `config` (the base's config
+    with an `a3` section holding `lora` and `base_model`) as config.json, and the tokenizer files."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / ADAPTER),
+              metadata={"format": "pt"})
+    _write_config(out, config)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def load_adapter_files(ckpt_dir: str | Path, required: tuple[str, ...] = ()) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(the `a3` section, {key: tensor}) of an adapter checkpoint, or a ValueError that says what
+    the folder lacks; each of the `required` tensor keys must be in adapter.safetensors."""
+    d = Path(ckpt_dir)
+    if kind(d) != "adapter":
+        raise ValueError(f"{d} is not an A3 adapter checkpoint (no config.json with `a3.lora`)")
+    if not (d / ADAPTER).is_file():
+        raise ValueError(f"{d} has no {ADAPTER}; the adapter is incomplete")
+    state = load_file(str(d / ADAPTER))
+    for key in required:
+        if key not in state:
+            raise ValueError(f"{d / ADAPTER} has no {key}; the adapter is incomplete")
+    return section(d, "a3"), state
 
 
 def dataclass_fields(cls, values: dict) -> dict:
