@@ -13,10 +13,13 @@ import fnmatch
 import random
 from dataclasses import dataclass
 
+from model.core.decode import DYNAMIC_ORDERS
+from model.core.groups import FIXED_ORDERS
 from model.core.infill import sentence_spans
 
-# the evaluated A3 orders and group sizes
-STRATEGIES = ("left_to_right", "right_to_left", "random", "outside_in", "confidence", "margin", "entropy")
+# the evaluated A3 orders (the core's names): every fixed and dynamic order but a user's own and
+# the dynamic random one (the fixed "random" order is evaluated); and the group sizes
+STRATEGIES = tuple(s for s in FIXED_ORDERS + DYNAMIC_ORDERS if s not in ("custom", "dynamic_random"))
 GROUP_SIZES = (1, 2, 4)
 
 
