@@ -1,24 +1,25 @@
 """Planning a candidate run: which blank lengths, which decode configs, which ranking rule, and the
 caps that keep a request within what the machine holds.
 
-    plan_candidates(settings, segments, cfg, tokenizer, max_positions) -> CandidatePlan | None
+    plan_candidates(run: request.PreparedRun) -> CandidatePlan | None
 
-A run makes candidates when the user asks for more than one (settings["candidates"] = N) or when a
+A run makes candidates when the user asks for more than one (RunRequest.candidates = N) or when a
 blank's length is the model's to choose (`[[?]]`, `[[a-b]]`, or "let the model choose" on a
 selection). Candidate 0 is always the user's own settings; the other N - 1 come from the chosen
 pool (core/candidates.py): other orders and group sizes ("orders"), or samples at temperature 0.8
 ("samples"). A chosen-length blank is tried at every length of length_grid(lo, hi) with each
-config. The ranking rules are the ones `python -m model.fills` measured (docs/fills/): RULE for
-candidates at the length the user gave, LENGTH_RULE when the model chooses the length.
+config, the story resized by core/candidates.resize_encoded. The ranking rules are the ones
+`python -m model.fills` measured (docs/fills/): RULE for candidates at the length the user gave,
+LENGTH_RULE when the model chooses the length. Nothing here decodes: compute.py runs the plan.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from model.core.candidates import (POOLS, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE, length_grid,
-                                   pool_configs)
+from model.core.candidates import (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE, length_grid,
+                                   pool_configs, resize_encoded)
 from model.core.decode import DecodeConfig
-from model.core.infill import Blank, Encoded, encode_segments
+from model.core.infill import Encoded
 
 from .render import strategy_label
 
@@ -36,6 +37,11 @@ class LengthRequest:
     length: int  # the chosen-length blank's length in this request (or the story's only length)
     enc: Encoded
 
+    @property
+    def request(self) -> tuple:
+        """As core/candidates.make_candidates takes a request: (ids, blank_mask, spans, length)."""
+        return self.enc.input_ids, self.enc.blank_mask, self.enc.blank_spans, self.length
+
 
 @dataclass
 class CandidatePlan:
@@ -48,39 +54,39 @@ class CandidatePlan:
     note: str  # what was capped, in words ("" when nothing was)
 
 
-def _pool_members(pool: str, n: int, cfg: DecodeConfig, seed: int) -> list[tuple[str, DecodeConfig]]:
+def _pool_members(run, n: int) -> list[tuple[str, DecodeConfig]]:
     """The user's config first, then pool members that differ from it, n in all."""
-    own = (strategy_label({"strategy": cfg.strategy, "group_size": cfg.group_size, "threshold": cfg.threshold})
-           + (f", T = {cfg.sampling.temperature:g}" if cfg.sampling.do_sample else ""))
+    req, cfg = run.request, run.cfg
+    own = strategy_label(req.settings) + (f", T = {req.temperature:g}" if req.temperature > 0 else "")
     out = [(f"your settings: {own}", cfg)]
-    members = pool_configs(pool, 8, seed)[1:] if pool == "samples" else pool_configs(pool, 8, seed)
-    for label, c in members:
+    members = pool_configs(req.pool, 8, req.seed)
+    for label, c in members[1:] if req.pool == "samples" else members:
         if len(out) == n:
             break
-        if pool == "orders" and (c.strategy, c.group_size) == (cfg.strategy, cfg.group_size) and not cfg.sampling.do_sample:
+        if req.pool == "orders" and (c.strategy, c.group_size) == (cfg.strategy, cfg.group_size) and req.temperature == 0:
             continue  # the same greedy fill as the user's own
         out.append((label, replace(c, context=cfg.context, n_alternatives=cfg.n_alternatives)))
     return out
 
 
-def plan_candidates(settings: dict, segments: list, cfg: DecodeConfig, tokenizer,
-                    max_positions: int) -> CandidatePlan | None:
-    """The plan of a run, or None for a plain run (one candidate, every length given)."""
-    n, pool = settings.get("candidates", 1), settings.get("pool", "orders")
-    if pool not in POOLS:
-        raise ValueError(f"unknown candidate pool {pool!r}; pick one of {', '.join(POOLS)}")
-    chosen = next((i for i, s in enumerate(segments) if isinstance(s, Blank) and s.choose is not None), None)
+def plan_candidates(run) -> CandidatePlan | None:
+    """The plan of a prepared run (request.PreparedRun), or None for a plain run (one candidate,
+    every length given); ValueError says what to change."""
+    req, enc = run.request, run.enc
+    n, chosen = req.candidates, enc.chosen  # chosen: (blank index, (lo, hi)) or None
     if n == 1 and chosen is None:
         return None
-    if chosen is not None and cfg.strategy == "custom":
+    if chosen is not None and req.strategy == "custom":
         raise ValueError("a custom order cannot be used with a blank whose length the model chooses ([[?]] or "
                          "[[a-b]]); pick another order, or give that blank a number of tokens")
     notes = []
-    configs = _pool_members(pool, n, cfg, settings.get("seed", 0))
+    configs = _pool_members(run, n)
     if len(configs) < n:
-        notes.append(f"the {pool} pool has {len(configs)} members different from your settings")
-    lengths = length_grid(*segments[chosen].choose, GRID_LENGTHS) if chosen is not None else []
-    fixed = sum(s.length for s in segments if isinstance(s, Blank) and s.choose is None)
+        notes.append(f"the {req.pool} pool has {len(configs)} members different from your settings")
+    grid = length_grid(*chosen[1], GRID_LENGTHS) if chosen is not None else []
+    lengths = list(grid)
+    spans = enc.blank_spans
+    fixed = sum(len(s) for i, s in enumerate(spans) if chosen is None or i != chosen[0])
 
     def tokens(n_cfg, lens):
         return n_cfg * sum(fixed + L for L in lens) if lens else n_cfg * fixed
@@ -93,14 +99,12 @@ def plan_candidates(settings: dict, segments: list, cfg: DecodeConfig, tokenizer
     if len(configs) < min(n, MAX_CANDIDATES) and not notes:
         notes.append(f"ran {len(configs)} candidates instead of {n}: at most {MAX_ROWS} rows and "
                      f"{MAX_CANDIDATE_TOKENS} blank tokens fit in one request here")
-    if chosen is not None and len(lengths) < len(length_grid(*segments[chosen].choose, GRID_LENGTHS)):
+    if len(lengths) < len(grid):
         notes.append(f"tried {len(lengths)} lengths to stay within {MAX_CANDIDATE_TOKENS} blank tokens")
-    requests = []
-    for L in lengths or [None]:
-        segs = list(segments)
-        if L is not None:
-            segs[chosen] = replace(segs[chosen], length=L)
-        requests.append(LengthRequest(L if L is not None else fixed, encode_segments(
-            tokenizer, segs, tokenizer.bos_token_id, max_positions)))
+    if lengths and len(enc.input_ids) - len(spans[chosen[0]]) + lengths[-1] > run.max_positions:
+        raise ValueError(f"at {lengths[-1]} tokens the blank makes the story longer than the model's context "
+                         f"({run.max_positions} tokens); shorten the text or the blank's range")
+    requests = ([LengthRequest(L, resize_encoded(enc, chosen[0], L)) for L in lengths] if lengths
+                else [LengthRequest(fixed, enc)])
     rule, weights = (LENGTH_RULE, LENGTH_WEIGHTS) if lengths else (RULE, None)
-    return CandidatePlan(requests, configs, rule, weights, pool, lengths, "; ".join(notes))
+    return CandidatePlan(requests, configs, rule, weights, req.pool, lengths, "; ".join(notes))

@@ -10,7 +10,7 @@ import gradio as gr
 
 from . import figures, render
 from .compute import execute
-from .request import LIMITS, Dropdown, Slider, prepare_run
+from .request import LIMITS, Dropdown, RunRequest, Slider, prepare
 from .run_events import frame_steps, paced, preview
 from .texts import STRATEGY_CHOICES, error_md, failure_md
 
@@ -58,21 +58,27 @@ def wire(tab: CompareTab, template, model_dd, story_state, sampling_inputs, spee
     sides, cmp_btn, cmp_stop, cmp_status, cmp_df = tab
     cmp_out = [s[5] for s in sides] + [s[4] for s in sides] + [s[6] for s in sides] + [cmp_status, cmp_df]
 
-    def run_compare(template_text, key, state, temp, tk, tp, sd, speed, *side_vals):
+    def run_compare(text, model, story, temperature, top_k, top_p, seed, speed, order_a, group_size_a,
+                    threshold_a, custom_order_a, order_b, group_size_b, threshold_b, custom_order_b):
+        """Fill `text` under order A and order B (same model, sampling and seed), animate both in
+        lockstep, and score them side by side."""
         skip = (gr.skip(),) * len(cmp_out)
-        recs = []
+        orders = ((order_a, group_size_a, threshold_a, custom_order_a),
+                  (order_b, group_size_b, threshold_b, custom_order_b))
+        runs = []
         try:
-            for i in range(2):
-                st, gs, thr, co = side_vals[4 * i:4 * i + 4]
-                recs.append(prepare_run(template_text, key, st, gs, thr, co, temp, tk, tp, sd, state, plan=False)[:4])
+            for order, group_size, threshold, custom_order in orders:
+                request = RunRequest.check(text, order, group_size, threshold, custom_order, temperature, top_k,
+                                           top_p, seed)
+                runs.append(prepare(request, model, story, plan=False))
         except ValueError as e:
-            yield skip[:-2] + (error_md(f"order {'AB'[len(recs)]}: {e}"), gr.skip())
+            yield skip[:-2] + (error_md(f"order {'AB'[len(runs)]}: {e}"), gr.skip())
             return
-        previews = [preview(r[0], r[1], r[3]) for r in recs]
+        previews = [preview(r) for r in runs]
         yield tuple(render.frame_spans(p, 0) for p in previews) + tuple(
             render.md_escape(render.caption(p, 0)) for p in previews) + skip[4:6] + ("Computing…", gr.skip())
         try:
-            done = [execute(*r) for r in recs]
+            done = [execute(r) for r in runs]
         except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
             yield skip[:-2] + (failure_md(e), gr.skip())
             return

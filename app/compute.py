@@ -1,16 +1,22 @@
 """The one call that touches a model, and the engine that shares it between users.
 
-    execute(settings, enc, cfg, entry)                   -> a run record (run_file.py), fills included
-    execute_candidates(settings, enc, cfg, entry, plan)  -> the winner's record, with the ranked candidates
+    execute(run)                 -> a run record (run_file.py), fills included
+    execute_candidates(run, plan) -> the winner's record, with the ranked candidates
 
-Every request becomes a job of rows (a story and a decode config each). The engine runs one job
-batch at a time: whoever finds it idle waits a moment for company, then decodes the oldest jobs on
-the same model together in one `run_batch` (core/decode.py: one walk per step for every row), so
-users who press Fill together share the walks instead of queueing behind one another. The batch
-call, `compute_rows`, is wrapped with `spaces.GPU` when the `spaces` package is importable
-(ZeroGPU), so a batch holds the GPU for one short call; the UI then animates the recorded steps on
-the CPU. A small model decodes on one CPU thread (model_menu.cpu_threads). Decoding, scoring and
-ranking are the core's (decode, scoring, candidates): nothing here samples or scores by itself.
+Every request becomes a job of rows (a story and a decode config each) for `compute_rows`, which
+decodes them in one `run_batch` (core/decode.py: one walk per step for every row) and scores them
+(core/scoring.py). Where the rows come from depends on the machine:
+- on a CPU (or a GPU of its own), the engine runs one job batch at a time: whoever finds it idle
+  waits a moment for company, then decodes the oldest jobs on the same model together, so users
+  who press Fill together share the walks instead of queueing behind one another;
+- on ZeroGPU, `compute_rows` is wrapped with `spaces.GPU`, and each job is its own call, made from
+  its user's request: ZeroGPU bills a call to the user whose request makes it, so one user's run
+  never runs inside (nor is billed to, nor fails with) another user's GPU call. A job's own rows
+  (the candidates of one story) still share one call. The UI then animates the recorded steps on
+  the CPU.
+A small model decodes on one CPU thread (model_menu.cpu_threads). Decoding, scoring, candidate
+assembly and ranking are the core's (decode, scoring, candidates): nothing here samples or scores
+by itself.
 """
 from __future__ import annotations
 
@@ -20,9 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.core.candidates import Candidate, rank
+from model.core.candidates import candidate_batch, candidates_of, rank
 from model.core.decode import DecodeConfig, run_batch
-from model.core.scoring import score_blanks, score_fills
+from model.core.scoring import blanks_logp, score_fills
 
 from . import model_menu, run_file
 
@@ -42,8 +48,8 @@ def _duration(key, rows, cfgs, kinds) -> int:
 
 def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: list[str]):
     """Decode every row (ids, blank_mask, spans) in one batch and score each: kind "run" gets the
-    exact log p of its blanks given the visible text (one blank token at a time, the same scale for
-    every order), kind "candidate" its FillScores. Returns (traces, scores, seconds)."""
+    exact log p of its blanks given the visible text (scoring.blanks_logp: the same scale for every
+    order), kind "candidate" its FillScores. Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
     before = torch.get_num_threads()
@@ -52,17 +58,11 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
     try:
         t0 = time.perf_counter()
         traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok, [r[2] for r in rows])
-        cand = [i for i, k in enumerate(kinds) if k == "candidate"]
-        scores_at = dict(zip(cand, score_fills(model, [(traces[i].output_ids, traces[i].blank_mask) for i in cand])))
-        layouts: dict[tuple, list[int]] = {}  # "run" rows that share a blank layout are scored in one forward
-        for i, t in enumerate(traces):
-            if i not in scores_at:
-                layouts.setdefault(tuple(torch.as_tensor(t.blank_mask, dtype=torch.bool).tolist()), []).append(i)
-        for mask, idx in layouts.items():
-            ids = torch.stack([torch.as_tensor(traces[i].output_ids, dtype=torch.long) for i in idx])  # (R, T)
-            lp = score_blanks(model, ids, torch.tensor(mask)).reshape(len(idx), -1).sum(-1)  # (R,)
-            scores_at.update({i: float(v) for i, v in zip(idx, lp)})
-        scores = [scores_at[i] for i in range(len(traces))]
+        filled, scores = [(t.output_ids, t.blank_mask) for t in traces], [None] * len(traces)
+        for kind, score in (("run", blanks_logp), ("candidate", score_fills)):
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            for i, s in zip(idx, score(model, [filled[i] for i in idx])):
+                scores[i] = s
         return traces, scores, time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
@@ -84,16 +84,21 @@ class Job:
 
 
 class Engine:
-    """One batch at a time; concurrent jobs on the same model are decoded together."""
+    """One batch at a time; concurrent jobs on the same model are decoded together (share=True),
+    or each job in its own call from its own thread (share=False: ZeroGPU)."""
 
-    def __init__(self):
+    def __init__(self, share: bool = True):
+        self.share = share
         self.cond = threading.Condition()
         self.queue: list[Job] = []
         self.busy = False
 
     def submit(self, job: Job):
-        """Queue a job and return its (traces, scores, seconds) once some thread has run it: while
-        the job waits and the engine is idle, this thread runs the next batch itself."""
+        """Return a job's (traces, scores, seconds). Shared: queue it; while it waits and the engine
+        is idle, this thread runs the next batch itself. Not shared: this thread computes the job
+        alone, in a call of its own."""
+        if not self.share:
+            return compute_rows(job.key, job.rows, job.cfgs, job.kinds)
         with self.cond:
             self.queue.append(job)
         while True:
@@ -146,43 +151,33 @@ class Engine:
             self.cond.notify_all()
 
 
-ENGINE = Engine()
+ENGINE = Engine(share=not model_menu.zero_gpu())
 
 
-def execute(settings: dict, enc, cfg: DecodeConfig, entry: dict) -> dict:
-    """Compute a checked request (request.prepare_run) and return its run record."""
+def execute(run) -> dict:
+    """Compute a prepared run (request.PreparedRun) and return its run record."""
+    t0, enc = time.perf_counter(), run.enc
+    traces, scores, _ = ENGINE.submit(Job(run.model["key"], [(enc.input_ids, enc.blank_mask, enc.blank_spans)],
+                                          [run.cfg], ["run"]))
+    return run_file.make_record(run.model, run.request.settings, enc, traces[0], scores[0],
+                                time.perf_counter() - t0, run.tokenizer)
+
+
+def execute_candidates(run, plan) -> dict:
+    """Decode a candidate plan (candidate_plan.CandidatePlan: one request per blank length, the
+    pool's configs) in one job, rank by the plan's rule, and return the winner's record with the
+    ranked candidates (each a record of its own, for showing and for putting into the story). Every
+    record holds the request as the user made it (`settings`); the label says who made each fill."""
     t0 = time.perf_counter()
-    traces, scores, _ = ENGINE.submit(Job(entry["key"], [(enc.input_ids, enc.blank_mask, enc.blank_spans)],
-                                          [cfg], ["run"]))
-    _, tok = model_menu.load(entry["key"])
-    return run_file.make_record(entry, settings, enc, traces[0], scores[0], time.perf_counter() - t0, tok)
-
-
-def execute_candidates(settings: dict, plan, entry: dict) -> dict:
-    """Decode a candidate plan (request.CandidatePlan: one request per blank length, the pool's
-    configs) in one job, rank by the plan's rule, and return the winner's record with the ranked
-    candidates (each a record of its own, for showing and for putting into the story)."""
-    t0 = time.perf_counter()
-    rows = [(r.enc.input_ids, r.enc.blank_mask, r.enc.blank_spans) for r in plan.requests for _ in plan.configs]
-    cfgs = [c for _ in plan.requests for _, c in plan.configs]
-    traces, scores, _ = ENGINE.submit(Job(entry["key"], rows, cfgs, ["candidate"] * len(rows)))
-    _, tok = model_menu.load(entry["key"])
-    multi = len(plan.requests) > 1
-    cands, encs = [], []
-    for i, (t, s) in enumerate(zip(traces, scores)):
-        req, (label, _) = plan.requests[i // len(plan.configs)], plan.configs[i % len(plan.configs)]
-        cands.append(Candidate(f"{label}{f', {req.length} tokens' if multi else ''}", t, s, req.length))
-        encs.append(req.enc)
+    requests = [r.request for r in plan.requests]
+    rows, cfgs = candidate_batch(requests, plan.configs)
+    traces, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate"] * len(rows)))
+    cands = candidates_of(requests, plan.configs, traces, scores)
     ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
-    total = time.perf_counter() - t0
-    records = []
+    total, records, at = time.perf_counter() - t0, [], {id(c): i for i, c in enumerate(cands)}
     for c in ranked:
-        i = cands.index(c)
-        cfg = cfgs[i]
-        own = {**settings, "strategy": cfg.strategy, "group_size": cfg.group_size,
-               "temperature": cfg.sampling.temperature if cfg.sampling.do_sample else 0.0, "seed": cfg.sampling.seed,
-               "threshold": cfg.threshold}
-        rec = run_file.make_record(entry, own, encs[i], c.trace, c.scores.both, total, tok)
+        enc = plan.requests[at[id(c)] // len(plan.configs)].enc
+        rec = run_file.make_record(run.model, run.request.settings, enc, c.trace, c.scores.both, total, run.tokenizer)
         records.append({"label": c.label, "length": c.length, "value": c.values[plan.rule],
                         "story": c.scores.story, "right": c.scores.right, "both": c.scores.both, "record": rec})
     winner = dict(records[0]["record"])

@@ -5,6 +5,7 @@
     stats_rows(rec)       speed and likelihood numbers of a run
     filled_text(rec)      the story with every blank filled, as plain text
     editor_spans(...)     the blank editor's value for a template
+    api_answer(rec)       a finished run as the /fill API returns it: plain JSON data
 All strings that came from a user or a model are returned as data for components that render
 text as text (HighlightedText, Textbox, Dataframe); `md_escape` guards the few that go into
 Markdown.
@@ -12,10 +13,11 @@ Markdown.
 from __future__ import annotations
 
 
+from model.core.decode import DYNAMIC_ORDERS
 from model.core.infill import Blank, Segment
 
 from .run_file import trace_of
-from .texts import STRATEGY_LABELS, md_escape  # noqa: F401 (md_escape: re-exported for the UI)
+from .texts import md_escape, order_label  # noqa: F401 (md_escape: re-exported for the UI)
 
 PENDING = "blank"  # label of a token still to be generated
 PENDING_CHAR = "\u2581"  # ▁ one per pending token, so a blank's length is visible
@@ -100,7 +102,7 @@ def stats_rows(rec: dict) -> list[tuple[str, str]]:
     st = rec["stats"]
     exact = trace_of(rec).exact
     return [
-        ("order", strategy_label(rec["settings"])),
+        ("order", order_text(rec)),
         ("steps", str(len(rec["steps"]))),
         ("tokens generated", str(st.get("tokens"))),
         ("forward passes", str(st.get("forward_passes"))),
@@ -112,12 +114,17 @@ def stats_rows(rec: dict) -> list[tuple[str, str]]:
     ]
 
 
+def order_text(rec: dict) -> str:
+    """The order that made a record's fill: its request's, or the label of the candidate shown."""
+    made_by = (rec.get("candidates") or [{}])[rec.get("shown", 0)].get("label")
+    return made_by or strategy_label(rec["settings"])
 
 
 def strategy_label(settings: dict) -> str:
+    """A request's order in words: 'left-to-right, group size 2', 'dynamic: confidence, p ≥ 0.5 per step'."""
     s = settings.get("strategy", "")
-    name = STRATEGY_LABELS.get(s, s)
-    dynamic = s in ("confidence", "margin", "entropy", "dynamic_random")
+    name = order_label(s)
+    dynamic = s in DYNAMIC_ORDERS
     if dynamic and settings.get("threshold"):
         return f"{name}, p ≥ {settings['threshold']:g} per step"
     if s == "custom":
@@ -175,3 +182,27 @@ def ranking_note(rec: dict) -> str:
     if r.get("note"):
         text += f" Note: {r['note']}."
     return text
+
+
+def api_answer(rec: dict) -> dict:
+    """A finished run as plain data (the /fill API): the filled text; each blank's fill with its
+    tokens, their probabilities and the step that wrote each; the order and its steps; the run's
+    log-likelihoods; and, for a candidate run, the ranked candidates and the rule."""
+    done = _committed(rec, None)
+    fills = rec.get("fills") or []
+    blanks = [p for p in rec["layout"] if p["kind"] == "blank"]
+    st = rec["stats"]
+    return {
+        "text": filled_text(rec),
+        "blanks": [{"fill": fills[i] if i < len(fills) else "".join(done[q][0] for q in p["positions"]),
+                    "tokens": [done[q][0] for q in p["positions"]], "probs": [done[q][1] for q in p["positions"]],
+                    "steps": [done[q][2] for q in p["positions"]]} for i, p in enumerate(blanks)],
+        "order": {"name": rec["settings"]["strategy"], "label": order_text(rec),
+                  "steps": [s["positions"] for s in rec["steps"]]},
+        "log_likelihood": st["log_likelihood"], "factorization": st["factorization"],
+        "left_to_right_log_likelihood": st["ar_log_likelihood"],
+        "model": rec["model"]["key"], "settings": dict(rec["settings"]),
+        "candidates": [{"rank": r[0], "fill": r[1], "tokens": r[2], "made_by": r[3], "score": r[4],
+                        "log_p_after_blank": r[5], "log_p_fill_given_both_sides": r[6]} for r in candidate_rows(rec)],
+        "ranking": rec.get("ranking"),
+    }

@@ -1,6 +1,9 @@
 """The run's events: Fill (check, frame 0 at once, compute in one call, animate the recorded
-steps), Replay, the replay slider, loading a run file, Stop. Also the animation's pace and the
-frames, which the compare tab shares.
+steps), Replay, the replay slider, loading a run file, Stop, and the plain `/fill` API (one call,
+a JSON answer). Also the animation's pace and the frames, which the compare tab shares.
+
+Every handler's parameters are named (text, model, order, group_size, ...): they are the API's
+parameter names (gradio_client's view_api), and each widget's value is its default there.
 
 An animation shows at most MAX_FRAMES frames, evenly spaced over the steps and always ending on
 the last, and lasts at most MAX_ANIMATION_S however many steps a run (or a loaded file) has:
@@ -16,8 +19,8 @@ import gradio as gr
 from . import figures, model_menu, render, run_file, run_schema
 from .candidate_plan import plan_candidates
 from .compute import execute, execute_candidates
-from .request import int_in, prepare_run
-from .texts import error_md, failure_md, model_note_for_file
+from .request import RunRequest, int_in, prepare
+from .texts import error_md, failure_md, failure_text, model_note_for_file
 
 MAX_ANIMATION_S = 20.0  # a long run's animation is sped up to fit this, and cut short if frames are slow
 MAX_FRAMES = 300  # frames per animation; longer runs show evenly spaced steps
@@ -57,9 +60,35 @@ def paced(ks: list[int], speed):
         yield k
 
 
-def preview(settings: dict, enc, entry: dict) -> dict:
-    """A record with no steps yet: frame 0 of the animation."""
-    return run_file.make_record(entry, settings, enc)
+def preview(run, plan=None) -> dict:
+    """A record with no steps yet: frame 0 of the animation (of a prepared run, or of its plan's first length)."""
+    return run_file.make_record(run.model, run.request.settings, plan.requests[0].enc if plan else run.enc)
+
+
+def compute(run, plan=None) -> dict:
+    """The finished record of a prepared run: its plan's ranked candidates, or the run alone."""
+    return execute_candidates(run, plan) if plan else execute(run)
+
+
+DEFAULT = RunRequest()  # every request value's default, for the API's signature
+
+
+def fill(text: str = "The cat [[4]] on the mat.", model: str | None = None, order: str = DEFAULT.strategy,
+         group_size: int = DEFAULT.group_size, threshold: float = 0.0, custom_order: str = "",
+         temperature: float = DEFAULT.temperature, top_k: int = DEFAULT.top_k, top_p: float = DEFAULT.top_p,
+         seed: int = DEFAULT.seed, candidates: int = DEFAULT.candidates, pool: str = DEFAULT.pool) -> dict:
+    """Fill the blanks of `text` in one call and return the run as JSON (render.api_answer): the
+    filled text, each blank's fill with its tokens and their probabilities, the order and its steps,
+    the log-likelihoods and the ranked candidates. [[N]] is a blank of N tokens, [[?]] a blank whose
+    length the model picks; model None is the menu's default. A bad value raises gr.Error saying what
+    to change."""
+    try:
+        request = RunRequest.check(text, order, group_size, threshold, custom_order, temperature, top_k, top_p,
+                                   seed, candidates, pool)
+        run = prepare(request, model_menu.available_models()[0].key if model is None else model)
+        return render.api_answer(compute(run, plan_candidates(run)))
+    except Exception as e:  # noqa: BLE001 — the client gets the message, the server goes on
+        raise gr.Error(failure_text(e)) from None
 
 
 def stats_table(rec: dict) -> list[list[str]]:
@@ -73,7 +102,7 @@ def wire(page: SimpleNamespace) -> None:
     run_out = [page.result, page.caption, page.replay_sl, page.status, page.stats_df, page.filled,
                page.order_plot, page.token_plot, page.download, page.run_state, page.cands_df, page.cand_pick]
     settings_out = [page.template, page.strategy, page.group_size, page.threshold, page.custom_order,
-                    page.temperature, page.top_k, page.top_p, page.seed]
+                    page.temperature, page.top_k, page.top_p, page.seed, page.n_cands, page.pool]
     skip_all = (gr.skip(),) * len(run_out)
 
     def frame(rec, k, final=False):
@@ -100,22 +129,24 @@ def wire(page: SimpleNamespace) -> None:
         for k in paced(frame_steps(n) or [0], speed):
             yield frame(rec, k, final=k == n)
 
-    def run_fill(*args):
-        *inputs, speed, n_cands, pool = args
+    def run_fill(text, model, order, group_size, threshold, custom_order, temperature, top_k, top_p, seed,
+                 story, speed, candidates, pool):
+        """Fill the blanks of `text` ([[N]]: a blank of N tokens; [[?]]: the model picks the
+        length) and stream the animation's frames; the last frame holds the filled story."""
         try:
-            settings, enc, cfg, entry, segments = prepare_run(*inputs, candidates=n_cands, pool=pool)
-            tok, ctx = model_menu.tokenizer(entry["key"])
-            plan = plan_candidates(settings, segments, cfg, tok, ctx)
+            request = RunRequest.check(text, order, group_size, threshold, custom_order, temperature, top_k, top_p,
+                                       seed, candidates, pool)
+            run = prepare(request, model, story)
+            plan = plan_candidates(run)
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
             return
         # frame 0 at once; last run's numbers, plots, file and candidates cleared
-        first = preview(settings, plan.requests[0].enc if plan else enc, entry)
         wait = f"Computing {len(plan.requests) * len(plan.configs)} candidates…" if plan else "Computing…"
-        yield frame(first, 0)[:3] + (wait, [], "", None, None, gr.update(value=None, interactive=False), gr.skip(),
-                                     [], gr.update(choices=[], value=None, interactive=False))
+        yield frame(preview(run, plan), 0)[:3] + (wait, [], "", None, None, gr.update(value=None, interactive=False),
+                                                  gr.skip(), [], gr.update(choices=[], value=None, interactive=False))
         try:
-            rec = execute_candidates(settings, plan, entry) if plan else execute(settings, enc, cfg, entry)
+            rec = compute(run, plan)
         except Exception as e:  # noqa: BLE001 — say so on the page; the page goes on
             yield skip_all[:3] + (failure_md(e),) + skip_all[4:]
             return
@@ -124,12 +155,12 @@ def wire(page: SimpleNamespace) -> None:
         else:
             yield from animate(rec, speed)
 
-    def show_candidate(k, rec, speed):
-        """Animate ranked candidate k of the last run (its own record); the list stays."""
+    def show_candidate(candidate, rec, speed):
+        """Animate ranked candidate number `candidate` (0 = the best) of the session's last run; the list stays."""
         try:
             if not rec or not rec.get("candidates"):
                 raise ValueError("there are no candidates to show: run with more than one candidate, or a [[?]] blank")
-            k = int_in(k, "the candidate number", 0, len(rec["candidates"]) - 1)
+            k = int_in(candidate, "the candidate number", 0, len(rec["candidates"]) - 1)
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
             return
@@ -138,9 +169,10 @@ def wire(page: SimpleNamespace) -> None:
         yield frame(chosen, 0)
         yield from animate(chosen, speed)
 
-    def on_scrub(k, rec):
+    def on_scrub(step, rec):
+        """The session's last run after `step` steps: the story, the caption, the order plot."""
         try:
-            k = int_in(k, "the replay step", 0, run_file.MAX_POSITIONS)
+            k = int_in(step, "the replay step", 0, run_file.MAX_POSITIONS)
             if not rec:
                 raise ValueError("nothing to scrub yet: run something or load a run file")
             k = int_in(k, "the replay step", 0, len(rec["steps"]))
@@ -149,22 +181,24 @@ def wire(page: SimpleNamespace) -> None:
         return render.frame_spans(rec, k), render.md_escape(render.caption(rec, k)), figures.order_figure(rec, k)
 
     def replay(rec, speed):
+        """Animate the session's last run again, from its recorded steps."""
         if not rec:
             yield skip_all[:3] + ("Nothing to replay yet: run something or load a run file.",) + skip_all[4:]
             return
         yield frame(rec, 0)
         yield from animate(rec, speed)
 
-    def load_run(data, speed):
+    def load_run(file, speed):
+        """Replay a run file this app wrote; its settings go back into the widgets."""
         n_extra = len(settings_out)
         try:
-            rec = run_schema.from_json(data if data is not None else b"", model_menu.max_context())
+            rec = run_schema.from_json(file if file is not None else b"", model_menu.max_context())
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:] + (gr.skip(),) * n_extra
             return
-        s = rec["settings"]  # checked by from_json against the widgets' rules: they go back into the widgets
-        values = (s["template"], s["strategy"], s["group_size"], s["threshold"] or 0, s["custom_order"],
-                  s["temperature"], s["top_k"], s["top_p"], str(s["seed"]))
+        r = RunRequest(**rec["settings"])  # rebuilt by from_json through RunRequest.check: back into the widgets
+        values = (r.template, r.strategy, r.group_size, r.threshold or 0, r.custom_order, r.temperature, r.top_k,
+                  r.top_p, str(r.seed), r.candidates, r.pool)
         note = "Loaded the run file; replaying its recorded steps."
         if rec["model"]["key"] not in {e.key for e in model_menu.available_models()}:
             note = model_note_for_file(rec)
@@ -187,3 +221,4 @@ def wire(page: SimpleNamespace) -> None:
                          trigger_mode="always_last", show_progress="hidden", api_name="scrub")
     page.stop_btn.click(lambda: "Stopped.", None, page.status, cancels=[run_ev, replay_ev, load_ev], queue=False,
                         api_visibility="private")
+    gr.api(fill, api_name="fill", concurrency_limit=16, concurrency_id="run")

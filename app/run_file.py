@@ -5,8 +5,9 @@ A record is a JSON-ready dict; the UI animates it, draws it, writes it to a file
 
     format, version         "a3-studio-run", 1
     model                   {label, key, trained}   (key: the menu's name; never a server path)
-    settings                {template, strategy, group_size, threshold, custom_order, temperature,
-                             top_k, top_p, seed, context, candidates, pool}
+    settings                the run's request.RunRequest as it is (its `settings`): {template, strategy,
+                             group_size, threshold, custom_order, temperature, top_k, top_p, seed,
+                             candidates, pool, context}; every candidate's record holds the same
     layout                  [{kind: "text"|"blank", text, positions, original}]  (infill.Piece)
     input_ids, blank_mask   the request as decoded (BOS first)
     steps                   [model.core.decode.Step as a dict], in order
@@ -43,10 +44,6 @@ RUN_DIR = Path(tempfile.gettempdir()) / "a3-studio-runs"  # the files offered fo
 SWEEP_S = 60.0  # at most one sweep of RUN_DIR for hour-old files a minute
 _SWEPT = [-1e9]  # monotonic time of the last sweep
 
-SETTINGS_DEFAULTS = {"template": "", "strategy": "left_to_right", "group_size": 1, "threshold": None,
-                     "custom_order": "", "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0,
-                     "candidates": 1, "pool": "orders",
-                     "context": "block"}
 
 
 def factorization(trace: Trace) -> str:
@@ -74,8 +71,9 @@ def run_stats(trace: Trace, ar_logp: float | None, total_seconds: float) -> dict
 
 def make_record(model_entry: dict, settings: dict, encoded, trace: Trace | None = None,
                 ar_logp: float | None = None, total_seconds: float = 0.0, tokenizer=None) -> dict:
-    """Assemble a record (encoded: infill.Encoded; trace: the finished run, None for frame 0 of a
-    run still computing). With a tokenizer the record carries each blank's fill as one string."""
+    """Assemble a record (settings: RunRequest.settings; encoded: infill.Encoded; trace: the
+    finished run, None for frame 0 of a run still computing). With a tokenizer the record carries
+    each blank's fill as one string."""
     trace = trace or Trace(list(encoded.input_ids), list(encoded.blank_mask), [])
     steps = [asdict(s) if not isinstance(s, dict) else s for s in trace.steps]
     for s in steps:

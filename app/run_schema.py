@@ -6,7 +6,7 @@ draws it the file is held to what this app writes (run_file.py):
 - the sequence is at most the largest context the app serves (T <= MAX_POSITIONS);
 - every step fills at least one open blank, so there are no more steps than blank positions;
 - the derivable stats are recomputed from the steps, not trusted;
-- settings are held to the widgets' rules (request.settings_from_inputs).
+- settings are held to the widgets' rules: the file's request is rebuilt by RunRequest.check.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import numpy as np
 
 from model.core.infill import clean_text
 
-from .request import MAX_CHARS, MAX_CUSTOM_CHARS, MAX_SEED, settings_from_inputs
+from .request import MAX_CHARS, MAX_CUSTOM_CHARS, MAX_SEED, RunRequest
 from .run_file import (FORMAT, MAX_ALTERNATIVES, MAX_DEPTH, MAX_FILE_BYTES, MAX_ID, MAX_POSITIONS, MAX_TOKEN_CHARS,
-                       SETTINGS_DEFAULTS, VERSION, run_stats, trace_of)
+                       VERSION, run_stats, trace_of)
 
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)  # a string, or an unterminated one to the end
@@ -228,16 +228,25 @@ def _step(s, k: int, open_: set[int], T: int) -> dict:
     out["forward_passes"] = _int(s.get("forward_passes"), f"{f}.forward_passes", 0, MAX_ID)
     out["elapsed"] = _num(s.get("elapsed"), f"{f}.elapsed", 0, 1e6)
     out["pending"] = _int(s.get("pending"), f"{f}.pending", 0, T)
-    if s.get("excluded_mass") is not None:  # optional (newer decoders record it)
-        mass = _list(s["excluded_mass"], f"{f}.excluded_mass", n)
-        # a sum of probabilities: allow float rounding above 1
-        out["excluded_mass"] = [_num(x, f"{f}.excluded_mass[{i}]", 0, 1.001) for i, x in enumerate(mass)]
+    # optional, per position (newer decoders record them); a sum of probabilities may round above 1
+    for name, hi in (("excluded_mass", 1.001), ("empty_prob", 1.0)):
+        if s.get(name) is not None:
+            out[name] = [_num(x, f"{f}.{name}[{i}]", 0, hi) for i, x in enumerate(_list(s[name], f"{f}.{name}", n))]
+    if s.get("closed") is not None:  # optional: blank slots a chosen-length fill left empty
+        closed = _list(s["closed"], f"{f}.closed", T)
+        for i, q in enumerate(closed):
+            _need(isinstance(q, int) and not isinstance(q, bool) and q in open_ and q not in seen,
+                  f"{f}.closed[{i}] is not an open blank")
+            seen.add(q)
+        out["closed"] = list(closed)
+        open_ -= set(closed)
     return out
 
 
 def _settings(s) -> dict:
-    """The settings, typed here and then held to the widgets' rules (request.settings_from_inputs)."""
-    s = {**SETTINGS_DEFAULTS, **_obj(s, "settings")}
+    """The file's request: its JSON types checked here (each message names the field), then the
+    RunRequest rebuilt through the same checks as the widgets' values (RunRequest.from_settings)."""
+    s = {**RunRequest().settings, **_obj(s, "settings")}
     _str(s["template"], "settings.template", MAX_CHARS)
     _str(s["strategy"], "settings.strategy", 40)
     _int(s["group_size"], "settings.group_size")
@@ -250,12 +259,9 @@ def _settings(s) -> dict:
     _int(s["seed"], "settings.seed", 0, MAX_SEED)
     _need(s["context"] in ("block", "causal"), "settings.context must be 'block' or 'causal'")
     try:
-        out = settings_from_inputs(s["template"], s["strategy"], s["group_size"], s["threshold"],
-                                   s["custom_order"], s["temperature"], s["top_k"], s["top_p"], str(s["seed"]),
-                                   s["candidates"], s["pool"])
+        return RunRequest.from_settings(s).settings
     except ValueError as e:
         _need(False, f"settings: {e}")
-    return {**out, "context": s["context"]}
 
 
 def _model(m) -> dict:

@@ -25,9 +25,8 @@ from model.core.infill import (BLANK_RE, UNKNOWN_RANGE, Blank, blank_char_spans,
                           parse_custom_order, parse_template, token_counter)
 
 from .render import EDITOR_BLANK, blanks_table, editor_spans, md_escape
-from .request import MAX_CHARS
 
-
+MAX_CHARS = 100_000  # a story's longest text: longer cannot fit any model's context here; refused before tokenizing
 # a well-formed blank as the editor renders it: [[N]], [[?]] or [[a-b]]
 MARKER_RE = re.compile(r"\[\[\s*(?:\+?\d{1,6}|\?|\d{1,3}\s*-\s*\d{1,3})\s*\]\]")
 
@@ -37,8 +36,17 @@ def new_state(template: str = "", originals: list | None = None) -> dict:
 
 
 def with_originals(segments: list, originals: list) -> list:
+    """The segments with each blank remembering the text it replaced (originals, in blank order);
+    everything else about a blank (its length, or the range the model chooses from) is kept."""
     it = iter(originals or [])
-    return [Blank(s.length, next(it, None)) if isinstance(s, Blank) else s for s in segments]
+    return [replace(s, original=next(it, None)) if isinstance(s, Blank) else s for s in segments]
+
+
+def segments_of(template: str, state: dict) -> list:
+    """The template's segments, with the originals the per-user state remembers for this very
+    template (a template edited since remembers none)."""
+    same = state.get("template") == clean_text(template)[0]
+    return with_originals(parse_template(template), state.get("originals") if same else [])
 
 
 def state_of(segments: list) -> dict:
@@ -68,13 +76,11 @@ def view(template: str, state: dict, tokenizer, max_positions: int, custom_order
     if removed:
         note = (note + " " if note else "") + f"Removed {removed} control character{'s' if removed != 1 else ''}."
     try:
-        segments = parse_template(clean)
+        segments = segments_of(clean, state)
     except ValueError as e:
         # editor None: leave the editor as it was (rendering the broken text there would turn its
         # well-formed [[N]] into plain text, which from_editor reads as undone blanks)
         return StoryView(clean, None, [], f"⚠️ {md_escape(str(e))}", new_state(clean))
-    originals = state.get("originals") if state.get("template") == clean else []
-    segments = with_originals(segments, originals)
     blanks = blanks_of(segments)
     table = blanks_table(segments)
     try:
@@ -197,24 +203,18 @@ def from_editor(pieces, state: dict, tokenizer, new_length: int | None = None,
     return merge_text(segments), "; ".join(notes).capitalize() + ("." if notes else "")
 
 
-def _segments(template: str, state: dict) -> list:
-    segments = parse_template(template)
-    same = state.get("template") == clean_text(template)[0]
-    return with_originals(segments, state.get("originals") if same else [])
-
-
 def random_sentence(template: str, state: dict, tokenizer, rng: random.Random) -> list:
-    return blank_random_sentence(_segments(template, state), rng, token_counter(tokenizer))
+    return blank_random_sentence(segments_of(template, state), rng, token_counter(tokenizer))
 
 
 def fraction_of_words(template: str, state: dict, frac: float, tokenizer, rng: random.Random) -> list:
-    return blank_fraction_of_words(_segments(template, state), frac, rng, token_counter(tokenizer))
+    return blank_fraction_of_words(segments_of(template, state), frac, rng, token_counter(tokenizer))
 
 
 def restore(template: str, state: dict) -> tuple[list, int]:
     """Put back the original text of every blank that remembers it; (segments, how many)."""
     segments, n = [], 0
-    for s in _segments(template, state):
+    for s in segments_of(template, state):
         if isinstance(s, Blank) and s.original is not None:
             segments.append(s.original)
             n += 1

@@ -40,51 +40,56 @@ def show_segments(segments, key, custom, note=""):
     return show(st["template"], st, key, custom, note)
 
 
-def on_typed(template_text, state, key, custom):
+def on_typed(text, state, model, custom_order):
+    """The story area for `text` as typed ([[N]]: a blank of N tokens)."""
     state = dict(state or {})
     old = state.get("originals") or []
     try:  # typing elsewhere keeps what the blanks remember, if their number is unchanged
-        text = text_in(template_text, "the text")
-        n = len(story.blanks_of(story.parse_template(text)))
+        clean = text_in(text, "the text")
+        n = len(story.blanks_of(story.parse_template(clean)))
         if n == len(old):
-            state["template"] = text
+            state["template"] = clean
     except ValueError:
         pass
-    return show(template_text, state, key, custom)
+    return show(text, state, model, custom_order)
 
 
-def on_editor(pieces, state, length, key, custom, choose=False):
+def on_editor(editor, state, new_length, model, custom_order, choose_length=False):
+    """The blank editor's pieces read back (story.from_editor): new blanks, resized or undone ones."""
     try:
-        tok, _ = model_menu.tokenizer(key)
-        n = int_in(length if length not in (None, "") else 0, "the new blank length", *LIMITS["new_length"])
-        got = story.from_editor(pieces, state or {}, tok, n or None, choose_length=choose is True)
+        tok, _ = model_menu.tokenizer(model)
+        n = int_in(new_length if new_length not in (None, "") else 0, "the new blank length", *LIMITS["new_length"])
+        got = story.from_editor(editor, state or {}, tok, n or None, choose_length=choose_length is True)
     except ValueError as e:
         return refuse(e)
     if got is None:  # our own render coming back: nothing to do
         return SKIP5
     segments, note = got
-    return show_segments(segments, key, custom, note)
+    return show_segments(segments, model, custom_order, note)
 
 
 def helper(kind: str):
     """The event of one helper button: blank a sentence, blank a fraction of the words, restore."""
-    def fn(template_text, state, frac, key, custom):
+    def fn(text, state, fraction, model, custom_order):
         try:
-            tok, _ = model_menu.tokenizer(key)
-            template_text = text_in(template_text, "the text")
+            tok, _ = model_menu.tokenizer(model)
+            text = text_in(text, "the text")
             if kind == "sentence":
-                segments = story.random_sentence(template_text, state or {}, tok, random.Random())
+                segments = story.random_sentence(text, state or {}, tok, random.Random())
             elif kind == "words":
-                f = float_in(frac, "the fraction of words to blank", *LIMITS["fraction"])
-                segments = story.fraction_of_words(template_text, state or {}, f, tok, random.Random())
+                f = float_in(fraction, "the fraction of words to blank", *LIMITS["fraction"])
+                segments = story.fraction_of_words(text, state or {}, f, tok, random.Random())
             else:
-                segments, n = story.restore(template_text, state or {})
+                segments, n = story.restore(text, state or {})
                 if not n:
-                    return show(template_text, state, key, custom,
+                    return show(text, state, model, custom_order,
                                 "No blank remembers its original text (blanks typed as [[N]] do not).")
         except ValueError as e:
             return refuse(e)
-        return show_segments(segments, key, custom)
+        return show_segments(segments, model, custom_order)
+    fn.__doc__ = {"sentence": "Blank one random sentence of `text`.",
+                  "words": "Blank `fraction` of the words of `text`, at random.",
+                  "restore": "Put back the original text of every blank that remembers it."}[kind]
     return fn
 
 
@@ -101,29 +106,30 @@ def wire(page: SimpleNamespace, examples: list[tuple[str, str]]) -> None:
     """Connect the story area's components (built by ui.story_column) to the handlers above."""
     out = [page.template, page.editor, page.blanks_df, page.story_info, page.story_state]
 
-    def on_example(idx, key, custom):
+    def on_example(example, model, custom_order):
+        """Example story number `example` (0 = the first) in the story area."""
         if not examples:
             return refuse(ValueError("this server has no example stories"))
         try:
-            i = int_in(idx, "the example number", 0, len(examples) - 1)
+            i = int_in(example, "the example number", 0, len(examples) - 1)
         except ValueError as e:
             return refuse(e)
         text = examples[i][1]
-        return show(text, story.new_state(text), key, custom)
+        return show(text, story.new_state(text), model, custom_order)
 
-    def on_use_candidate(k, rec, key, custom):
-        """Put ranked candidate k's fills into the story: the blanks become its text."""
+    def on_use_candidate(candidate, rec, model, custom_order):
+        """Put ranked candidate number `candidate`'s fills into the story: the blanks become its text."""
         try:
             cands = rec.get("candidates") if isinstance(rec, dict) else None
             if not cands:
                 raise ValueError("there are no candidates yet: run with more than one candidate, or a [[?]] blank")
-            k = int_in(k, "the candidate number", 0, len(cands) - 1)
+            k = int_in(candidate, "the candidate number", 0, len(cands) - 1)
             text = render.filled_text(cands[k]["record"]) if "record" in cands[k] else None
             if text is None:
                 raise ValueError("this run was loaded from a file: its candidates are listed, not kept; run it again")
         except ValueError as e:
             return refuse(e)
-        return show(text, story.new_state(text), key, custom,
+        return show(text, story.new_state(text), model, custom_order,
                     f"Candidate #{k + 1} is in the story now; blank something else to continue.")
 
     def on_model(key, template_text, state, custom):

@@ -1,20 +1,27 @@
 """What the page says and how it looks: the title, the CSS, the "How it works" help, the order
 menu's labels, making user or model text inert in Markdown (md_escape), and the short notes shown
 on the page (error messages, replay notes). Nothing here imports another module of the app,
-touches Gradio events or loads a model; the UI modules show these.
+touches Gradio events or loads a model; the UI modules show these. The orders are the core's
+(decode.STRATEGIES): their labels are made from their names, never spelled again here.
 """
 from __future__ import annotations
 
 import logging
 import re
 
+from model.core.decode import DYNAMIC_ORDERS, STRATEGIES
+
 log = logging.getLogger("a3studio")
 TITLE = "A3 Studio"
-STRATEGY_LABELS = {
-    "left_to_right": "left-to-right", "right_to_left": "right-to-left", "random": "random order",
-    "outside_in": "outside-in", "custom": "custom group order", "confidence": "dynamic: confidence",
-    "margin": "dynamic: margin", "entropy": "dynamic: entropy", "dynamic_random": "dynamic: random",
-}
+
+
+def order_label(name: str) -> str:
+    """How the page names an order of the core: 'left-to-right', 'dynamic: confidence'."""
+    if name in DYNAMIC_ORDERS:
+        return "dynamic: " + name.removeprefix("dynamic_").replace("_", " ")
+    return name.replace("_", "-")
+
+
 SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
@@ -26,9 +33,7 @@ def md_escape(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~$])", r"\\\1", text)
 
 
-STRATEGY_CHOICES = [(STRATEGY_LABELS[s], s) for s in (
-    "left_to_right", "right_to_left", "random", "outside_in", "custom",
-    "confidence", "margin", "entropy", "dynamic_random")]
+STRATEGY_CHOICES = [(order_label(s), s) for s in STRATEGIES]  # the order menu, in the core's order
 
 CSS = """
 /* HighlightedText as running text: inline tokens, words never broken */
@@ -83,10 +88,15 @@ def error_md(msg: str) -> str:
     return f"⚠️ {md_escape(msg)}"
 
 
-def failure_md(err: Exception) -> str:
+def failure_text(err: Exception) -> str:
     """A refused request (ValueError) says what to change; anything else is logged and reported
     by its kind only (its text may hold server paths)."""
     if isinstance(err, ValueError):
-        return error_md(str(err))
+        return str(err)
     log.exception("decoding failed")
-    return error_md(f"decoding failed on the server ({type(err).__name__}); try again or pick other settings")
+    return f"decoding failed on the server ({type(err).__name__}); try again or pick other settings"
+
+
+def failure_md(err: Exception) -> str:
+    """failure_text for the page's status line."""
+    return error_md(failure_text(err))

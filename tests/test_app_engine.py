@@ -23,14 +23,14 @@ def engine(tmp_path_factory):
     mp.setenv("A3_MODEL_DIR", str(ckpt))
     mp.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
     from app import compute, model_menu
-    from app.request import prepare_run
+    from app.request import RunRequest, prepare
 
     key = model_menu.available_models()[0].key
     requests = []
     for story in STORIES:
         for strategy, group, temperature, seed in SETTINGS:
-            _, enc, cfg, _, _ = prepare_run(story, key, strategy, group, 0.5, "", temperature, 0, 1.0, seed, {})
-            requests.append((enc, cfg))
+            run = prepare(RunRequest.check(story, strategy, group, 0.5, "", temperature, 0, 1.0, seed), key)
+            requests.append((run.enc, run.cfg))
     yield compute, key, requests
     mp.undo()
 

@@ -35,11 +35,12 @@ def model(tok):
 
 
 def make_rec(model, tok, template=TEXT, **kw):
-    settings = {**record.SETTINGS_DEFAULTS, "template": template, **kw}
+    request = runner.RunRequest(template=template, **kw)
     enc = encode_segments(tok, parse_template(template), tok.bos_token_id, 128)
-    cfg = runner.decode_config(settings, enc.blank_spans)
+    cfg = request.decode_config(enc.blank_spans)
     trace = run(model, enc.input_ids, enc.blank_mask, cfg, tok, enc.blank_spans)
-    return record.make_record({"label": "tiny", "path": "-", "trained": False}, settings, enc, trace, -1.5, 0.01)
+    return record.make_record({"label": "tiny", "path": "-", "trained": False}, request.settings, enc, trace, -1.5,
+                              0.01)
 
 
 def test_frames_show_pending_new_and_earlier_tokens(model, tok):
@@ -154,9 +155,10 @@ def test_story_view_never_raises(tok):
 
 
 def test_settings_checks():
-    ok = runner.settings_from_inputs("a [[2]]", "confidence", 2, 0.5, "", 0.7, 40, 0.9, " 17 ")
-    assert ok["seed"] == 17 and ok["threshold"] == 0.5 and ok["group_size"] == 2
-    assert runner.settings_from_inputs("a [[2]]", "left_to_right", 1, 0.5, "", 0, 0, 1, "")["threshold"] is None
+    ok = runner.RunRequest.check("a [[2]]", "confidence", 2, 0.5, "", 0.7, 40, 0.9, " 17 ")
+    assert (ok.seed, ok.threshold, ok.group_size) == (17, 0.5, 2), f"the checked values, typed: {ok}"
+    assert runner.RunRequest.check("a [[2]]", "left_to_right", 1, 0.5, "", 0, 0, 1, "").threshold is None, \
+        "a fixed order has no threshold"
     for args, says in ((("x", "sideways", 1, 0, "", 0, 0, 1, "0"), "unknown strategy"),
                        (("x", "random", 1.5, 0, "", 0, 0, 1, "0"), "whole number"),
                        (("x", "random", 1, 0, "", float("nan"), 0, 1, "0"), "temperature"),
@@ -166,7 +168,7 @@ def test_settings_checks():
                        (("x", "random", 1, 0, "", 0, 0, 1, "-4"), "seed"),
                        (("x", "random", 1, 0, "", 0, 0, 1, "9" * 30), "seed")):
         with pytest.raises(ValueError, match=says):
-            runner.settings_from_inputs(*args)
+            runner.RunRequest.check(*args)
 
 
 def test_md_escape_makes_markup_inert():
@@ -205,4 +207,4 @@ def test_compute_is_wrapped_by_spaces_gpu_when_present(monkeypatch):
 
 def test_very_long_text_is_refused_early():
     with pytest.raises(ValueError, match="characters"):
-        runner.settings_from_inputs("x" * (runner.MAX_CHARS + 1), "random", 1, 0, "", 0, 0, 1, "0")
+        runner.RunRequest.check("x" * (runner.MAX_CHARS + 1), "random", 1, 0, "", 0, 0, 1, "0")

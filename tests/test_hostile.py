@@ -653,9 +653,9 @@ def test_the_input_widgets_are_gradios_own_and_write_nothing_into_the_tree():
 
 
 def test_lone_surrogates_never_reach_a_record():
-    from app.request import settings_from_inputs
+    from app.request import RunRequest
 
-    s = settings_from_inputs("a \ud800 [[2]]\x00", "custom", 1, 0, "2 \udfff 1", 0, 0, 1, "0")
+    s = RunRequest.check("a \ud800 [[2]]\x00", "custom", 1, 0, "2 \udfff 1", 0, 0, 1, "0").settings
     assert "\ud800" not in s["template"] and "\x00" not in s["template"], "the template is stored cleaned"
     assert "\udfff" not in s["custom_order"], "the custom order is stored cleaned"
     json.dumps(s, ensure_ascii=False).encode("utf-8")  # raises if a surrogate were left

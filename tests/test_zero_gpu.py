@@ -215,10 +215,10 @@ def reference(tmp_path_factory):
     try:
         from app import compute, request
 
-        settings, enc, cfg, entry, _ = request.prepare_run(STORY, "tiny", "left_to_right", 1, 0, "", 0, 0, 1,
-                                                           "0", None)
-        record = compute.execute(settings, enc, cfg, entry)
-        duration = compute._duration(entry["key"], [(enc.input_ids, enc.blank_mask, enc.blank_spans)], [cfg], ["run"])
+        run = request.prepare(request.RunRequest.check(STORY, "left_to_right", 1, 0, "", 0, 0, 1, "0"), "tiny")
+        record = compute.execute(run)
+        enc = run.enc
+        duration = compute._duration("tiny", [(enc.input_ids, enc.blank_mask, enc.blank_spans)], [run.cfg], ["run"])
     finally:
         mp.undo()
     return ckpt, record, duration

@@ -1,9 +1,13 @@
 """Candidate fills of one story, and the rules that rank them (docs/DESIGN.md, "Candidates").
 
     pool_configs(pool, n, seed)                 (label, DecodeConfig) of the n members of a pool
-    make_candidates(model, requests, ..., tok)  decode every (request, config) in one batch, score each
+    make_candidates(model, requests, ..., tok)  decode every (request, config) in one batch, score each:
+                                                candidate_batch (the rows) + candidates_of (the Candidates),
+                                                which the app calls around its own batched compute
     rank(cands, rule)                           the candidates, best first, under one of RULES
-    resize_blank(ids, mask, span, length)       a request with one blank set to another length
+    resize_blank(ids, mask, span, length)       a request with one blank set to another length, and the two
+                                                forms built on it: length_requests (make_candidates'
+                                                requests) and resize_encoded (an infill.Encoded, layout moved)
     length_grid(lo, hi, n)                      the lengths tried for a blank whose length the model picks
 
 Two pools, both only an any-order model can draw from one network:
@@ -17,10 +21,11 @@ a "fluent_" prefix (the app's rules) ranks the fills the model reads as fluent f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from .decode import DecodeConfig, run_batch
+from .infill import Encoded
 from .sampling import SamplingConfig
 from .scoring import FillScores, score_fills
 from .trace import Trace
@@ -75,13 +80,27 @@ def make_candidates(model, requests: Sequence[tuple], configs: Sequence[tuple[st
 
     requests: (ids, blank_mask, spans or None, length) per blank length tried (one entry for a
     known length); configs: pool_configs' (label, DecodeConfig)."""
-    jobs = [(r, lab, cfg) for r in requests for lab, cfg in configs]
-    traces = run_batch(model, [(r[0], r[1]) for r, _, _ in jobs], [c for _, _, c in jobs], tokenizer,
-                       [r[2] for r, _, _ in jobs])
-    scores = score_fills(model, [(t.output_ids, t.blank_mask) for t in traces])
+    rows, cfgs = candidate_batch(requests, configs)
+    traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tokenizer, [r[2] for r in rows])
+    return candidates_of(requests, configs, traces, score_fills(model, [(t.output_ids, t.blank_mask) for t in traces]))
+
+
+def candidate_batch(requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]]
+                    ) -> tuple[list[tuple], list[DecodeConfig]]:
+    """The rows of a candidate batch, every config on every request (request-major): the rows
+    (ids, blank_mask, spans) and the config of each."""
+    rows = [(r[0], r[1], r[2]) for r in requests for _ in configs]
+    return rows, [cfg for _ in requests for _, cfg in configs]
+
+
+def candidates_of(requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]],
+                  traces: Sequence[Trace], scores: Sequence[FillScores]) -> list[Candidate]:
+    """The traces and FillScores of candidate_batch's rows as Candidates, in the batch's order, each
+    labelled by its config (and by its length when several lengths were tried)."""
     multi = len(requests) > 1
+    jobs = [(r, lab) for r in requests for lab, _ in configs]
     return [Candidate(f"{lab}{f', {r[3]} tokens' if multi else ''}", t, s, r[3])
-            for (r, lab, _), t, s in zip(jobs, traces, scores)]
+            for (r, lab), t, s in zip(jobs, traces, scores)]
 
 
 def _lcs(a: Sequence[int], b: Sequence[int]) -> int:
@@ -179,6 +198,36 @@ def resize_blank(ids: Sequence[int], mask: Sequence[bool], span: Sequence[int], 
     return ids[:a] + [fill_id] * length + ids[b:], mask[:a] + [True] * length + mask[b:], length - (b - a)
 
 
+def length_requests(ids: Sequence[int], mask: Sequence[bool], spans: Sequence[Sequence[int]],
+                    lengths: Sequence[int], blank: int = 0) -> list[tuple]:
+    """make_candidates' requests (ids, mask, spans, length) for a blank whose length the model
+    chooses: blank number `blank` of `spans` resized (resize_blank) to each of `lengths`, still
+    holding the id its first position held, and the spans after it moved."""
+    span, out = spans[blank], []
+    for n in lengths:
+        new_ids, new_mask, shift = resize_blank(ids, mask, span, n, ids[span[0]])
+        new_spans = [list(s) for s in spans[:blank]] + [list(range(span[0], span[0] + n))] + [
+            [p + shift for p in s] for s in spans[blank + 1:]]
+        out.append((new_ids, new_mask, new_spans, n))
+    return out
+
+
+def resize_encoded(enc: Encoded, blank: int, length: int) -> Encoded:
+    """An encoded story (infill.Encoded) with blank number `blank` resized to `length` positions
+    (resize_blank); every piece of the layout after it moves with it."""
+    span = enc.blank_spans[blank]
+    ids, mask, shift = resize_blank(enc.input_ids, enc.blank_mask, span, length, enc.input_ids[span[0]])
+    layout, seen = [], 0
+    for p in enc.layout:
+        if p.kind == "blank" and seen == blank:
+            positions = list(range(span[0], span[0] + length))
+        else:
+            positions = [q + shift if q > span[-1] else q for q in p.positions]
+        seen += p.kind == "blank"
+        layout.append(replace(p, positions=positions))
+    return Encoded(ids, mask, layout)
+
+
 def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
     """About n blank lengths from lo to hi, geometric (as many short lengths as long ones), distinct."""
     if not 1 <= lo <= hi:
@@ -189,5 +238,6 @@ def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
     return sorted({min(hi, max(lo, int(math.floor(x + 0.5)))) for x in steps})
 
 
-__all__ = ["Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "length_grid", "make_candidates",
-           "pool_configs", "rank", "resize_blank", "rule_values"]
+__all__ = ["Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "candidate_batch", "candidates_of",
+           "length_grid", "length_requests", "make_candidates", "pool_configs", "rank", "resize_blank",
+           "resize_encoded", "rule_values"]

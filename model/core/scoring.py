@@ -3,17 +3,19 @@
     score_blanks(model, ids, blank_mask)                   one blank token at a time, left to right
     score_blanks(model, ids, blank_mask, groups=[[..]..])  the groups a run took (Trace.groups())
     score_fills(model, [(ids, blank_mask), ...])           what candidate fills are ranked by (FillScores)
+    blanks_logp(model, [(ids, blank_mask), ...])           each filled row's exact log p(blanks | visible text)
 
 The visible text is the context (group 0 with the default "block" context grouping, as decoding
 encodes it); the blank tokens follow in `groups`. With singleton groups the sum is the exact
 log p(blanks | visible text); otherwise the group-factorized likelihood (docs/DESIGN.md, "The
 factorization"). The app's left-to-right score, the evaluation's reference NLL and the metrics'
-infilling NLL all call this function.
+infilling NLL all call this function. Rows of a batch are scored together when they share a blank
+layout (`by_layout`), one forward per layout.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -64,17 +66,35 @@ class FillScores:
     n_fill: int
 
 
+def by_layout(rows: Sequence[tuple]) -> Iterator[tuple[torch.Tensor, list[int], torch.Tensor]]:
+    """Rows [(ids (T,), blank_mask (T,)), ...] grouped by blank layout, each group stacked:
+    yields (blank_mask (T,) bool, the rows' indices, ids (R, T)), so one forward scores a group."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, mask) in enumerate(rows):
+        groups.setdefault(tuple(torch.as_tensor(mask, dtype=torch.bool).tolist()), []).append(i)
+    for key, idx in groups.items():
+        yield torch.tensor(key), idx, torch.stack([torch.as_tensor(rows[i][0], dtype=torch.long) for i in idx])
+
+
+@torch.no_grad()
+def blanks_logp(model, rows: Sequence[tuple]) -> list[float]:
+    """log p(blanks | visible text) of filled rows [(ids (T,), blank_mask (T,)), ...]: score_blanks'
+    default grouping (one blank token at a time, left to right), exact, on the same scale for every
+    order a row was decoded in."""
+    out = [0.0] * len(rows)
+    for mask, idx, ids in by_layout(rows):
+        lp = score_blanks(model, ids, mask).reshape(len(idx), -1).sum(-1)  # (R,)
+        for i, v in zip(idx, lp.tolist()):
+            out[i] = v
+    return out
+
+
 @torch.no_grad()
 def score_fills(model, rows: Sequence[tuple]) -> list[FillScores]:
     """FillScores of filled sequences [(ids (T,), blank_mask (T,)), ...]: two forwards per group of
     rows that share a layout (one left to right over every token, one with both sides visible)."""
     out: list[FillScores | None] = [None] * len(rows)
-    groups: dict[tuple, list[int]] = {}
-    for i, (ids, mask) in enumerate(rows):
-        groups.setdefault(tuple(torch.as_tensor(mask, dtype=torch.bool).tolist()), []).append(i)
-    for key, idx in groups.items():
-        mask = torch.tensor(key)
-        ids = torch.stack([torch.as_tensor(rows[i][0], dtype=torch.long) for i in idx])  # (R, T)
+    for mask, idx, ids in by_layout(rows):  # ids (R, T)
         T, dev = ids.shape[1], model.device
         l2r = model.token_logprobs(ids.to(dev), torch.arange(T, device=dev).expand(len(idx), T)).cpu()  # (R, T)
         both = score_blanks(model, ids, mask).cpu().reshape(len(idx), -1)  # (R, L)
