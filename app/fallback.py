@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from model.backbones import smollm_base
 from model.core import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +25,8 @@ RANDOM_NAME = "tiny-random"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("A3_STUDIO_CACHE", "~/.cache/a3-studio")).expanduser()
+    """The app's cache: the one the SmolLM2 base is converted into (smollm_base.cache_root)."""
+    return smollm_base.cache_root()
 
 
 def load_examples() -> list[tuple[str, str]]:

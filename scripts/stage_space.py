@@ -25,8 +25,9 @@ Per hardware (https://huggingface.co/docs/hub/spaces-zerogpu, .../spaces-config-
     cpu-basic  Python 3.11 and torch==2.13.0+cpu from the PyTorch CPU index: the versions the test
                suite runs on, without the CUDA build that PyPI's torch is on Linux.
     zero-gpu   Python 3.12.12 (ZeroGPU runs 3.10.13 or 3.12.12), torch==2.11.0 (ZeroGPU takes 2.8.0,
-               2.9.1, 2.10.0 or 2.11.0) and `spaces`, which app.py imports before anything imports
-               torch (the staged app.py gets a guarded `import spaces` on top if it lacks one).
+               2.9.1, 2.10.0 or 2.11.0). `spaces` is not listed: the ZeroGPU runtime provides it, at the
+               version that works with its GPUs. app.py imports it before anything imports torch (the
+               staged app.py gets a guarded `import spaces` on top if it lacks one).
 
 Uploading (--repo without --dry-run) needs a token with write access in $HF_TOKEN. It creates the
 Space if it does not exist, then makes the Space's files exactly the staged ones (upload_folder
@@ -66,7 +67,7 @@ SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyi")  # bytecode and type stubs: nothing a running app reads
 SDK_PROVIDED = {"gradio", "gradio-client"}  # the Gradio SDK installs these at README.md's sdk_version
 EXTRA_NEEDED = {"gguf"}  # not imported by name: transformers reads the SmolLM2 GGUF with it (backbones/smollm_base.py)
-OPTIONAL_IMPORTS = {"spaces"}  # imported under try/except; a hardware lists it when it has it
+OPTIONAL_IMPORTS = {"spaces"}  # imported under try/except; ZeroGPU's runtime provides it, nothing lists it
 SPACES_FIRST = ("try:  # ZeroGPU: `spaces` must be imported before torch (added by scripts/stage_space.py)\n"
                 "    import spaces  # noqa: F401\n"
                 "except ImportError:\n"
@@ -81,6 +82,7 @@ class Hardware:
     index: str | None  # a pip option line before it
     extra: tuple[str, ...]  # more requirement lines
     note: str  # the README's hardware paragraph
+    zero_gpu: bool = False  # ZeroGPU: app.py imports `spaces` (which the runtime provides) before torch
 
 
 HARDWARE = {
@@ -90,9 +92,10 @@ HARDWARE = {
         "one at a time."),
     "zero-gpu": Hardware(
         "zero-a10g", "3.12.12", "torch==2.11.0", None,
-        ("# spaces is not pinned: ZeroGPU's runtime decides the version that works with its GPUs", "spaces"),
-        "This Space runs on ZeroGPU: each run asks for a GPU for one short call (`@spaces.GPU`) that "
-        "decodes and scores it; the page then replays the recorded steps at the speed you pick."),
+        ("# spaces is not listed: the ZeroGPU runtime provides it, at the version that works with its GPUs",),
+        "This Space runs on ZeroGPU: each run asks for a GPU for one short call of its own (`@spaces.GPU`, "
+        "counted against the quota of the user who made the run) that decodes and scores it; the page then "
+        "replays the recorded steps at the speed you pick.", zero_gpu=True),
 }
 
 
@@ -370,7 +373,7 @@ def stage(out: str | Path, hw_name: str, overwrite: bool = False) -> list[tuple[
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
     app_source = (ROOT / APP_FILE).read_text(encoding="utf-8")
-    (out / APP_FILE).write_text(spaces_first(app_source) if "spaces" in HARDWARE[hw_name].extra else app_source,
+    (out / APP_FILE).write_text(spaces_first(app_source) if HARDWARE[hw_name].zero_gpu else app_source,
                                 encoding="utf-8")
     (out / "README.md").write_text(readme_text(hw_name, checkpoints), encoding="utf-8")
     (out / "requirements.txt").write_text(requirements_text(hw_name, top_level))
@@ -410,7 +413,7 @@ def main(argv=None) -> None:
     p.add_argument("out", metavar="OUT_DIR", help="folder to stage into: absent or empty (see --overwrite)")
     p.add_argument("--hardware", required=True, choices=sorted(HARDWARE),
                    help="cpu-basic: the free CPU and torch's CPU build; zero-gpu: ZeroGPU, Python 3.12 and a "
-                        "torch it supports, with spaces")
+                        "torch it supports (the runtime provides spaces)")
     p.add_argument("--repo", metavar="USER/NAME", help="the Space to upload to (created if missing); needs $HF_TOKEN")
     p.add_argument("--dry-run", action="store_true", help="stop after staging, even when --repo is given")
     p.add_argument("--overwrite", action="store_true", help="delete OUT_DIR first when it is not empty")

@@ -52,7 +52,7 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 EXPECTED_FLAVOR = {"cpu-basic": "cpu-basic", "zero-gpu": "zero-a10g"}
 SHORT_MAX = 60
 LFS_LIMIT = 10_000_000  # bytes; "larger than 10MB"
-UNPINNED_OK = {"spaces"}  # ZeroGPU's own package: its runtime decides the version
+UNPINNED_OK: set[str] = set()  # every requirement is pinned
 FORBIDDEN_DIRS = {"tests", "configs", "scripts", "docs", "runs", "data", ".ci", ".git", "model/training",
                   "model/evaluation", "__pycache__"}
 FORBIDDEN_FILES = ("test_*.py", "*_test.py", "conftest.py", "*.pyc", "model/train.py", "model/eval.py", "model/bench.py",
@@ -182,8 +182,8 @@ def hub_problems(folder: Path, hardware: str) -> list[str]:
     elif hardware == "zero-gpu":
         if torch not in ZERO_TORCH:
             problems.append(f"torch {torch} is not in ZeroGPU's list {sorted(ZERO_TORCH)}")
-        if "spaces" not in reqs:
-            problems.append("spaces is not in requirements.txt; the app holds ZeroGPU's GPU through it")
+        if "spaces" in reqs:
+            problems.append("spaces is in requirements.txt; the ZeroGPU runtime provides it (at its own version)")
     elif not (torch.endswith("+cpu") and any(CPU_INDEX in o for o in options)):
         problems.append(f"torch {torch} is not the CPU build (==X+cpu with the index {CPU_INDEX})")
 
@@ -327,7 +327,8 @@ def test_staged_folder_holds_only_the_space(staged):
 
 
 def test_requirements_pick_torch_for_the_hardware(staged):
-    """cpu-basic: torch's CPU build from its index; zero-gpu: a torch ZeroGPU lists, and spaces."""
+    """cpu-basic: torch's CPU build from its index; zero-gpu: a torch ZeroGPU lists; neither lists
+    spaces (ZeroGPU's runtime provides it)."""
     hardware, out = staged
     options, reqs = requirement_lines(out)
     if hardware == "cpu-basic":
@@ -337,6 +338,7 @@ def test_requirements_pick_torch_for_the_hardware(staged):
     else:
         assert reqs["torch"].removeprefix("==") in ZERO_TORCH and not options, \
             f"zero-gpu should pin a ZeroGPU torch from PyPI, got torch{reqs['torch']} with options {options}"
+        assert "spaces" not in reqs, "ZeroGPU's runtime provides spaces; listing it may fight the runtime's version"
     assert "gradio" not in reqs and "rouge-score" not in reqs, \
         f"gradio comes from the SDK and rouge-score is evaluation-only; requirements: {sorted(reqs)}"
     assert "gguf" in reqs, "the SmolLM2 adapter's base is read from a GGUF: gguf must be installed"
@@ -366,6 +368,7 @@ def test_checker_catches_each_broken_rule(folders, tmp_path):
          "torch 2.13.0 is not in ZeroGPU"),
         ("an unpinned requirement", append_to("requirements.txt", "rich\n"), "rich is not pinned"),
         ("gradio against the SDK", append_to("requirements.txt", "gradio==5.0.0\n"), "fights the SDK"),
+        ("spaces listed on ZeroGPU", append_to("requirements.txt", "spaces==0.51.3\n"), "the ZeroGPU runtime provides it"),
         ("a 10 MB file outside LFS", lambda f: (f / "assets/big.json").open("wb").truncate(LFS_LIMIT),
          "assets/big.json"),
         ("a binary file outside LFS", lambda f: (f / "app/blob.dat").write_bytes(b"\0\1\2"), "app/blob.dat"),
@@ -530,7 +533,7 @@ def test_refuses_a_folder_that_is_not_empty(stage_space, tmp_path):
     (tmp_path / "s/stale.txt").write_text("from an old deploy")
     stage_space.main([str(tmp_path / "s"), "--hardware", "zero-gpu", "--overwrite"])
     assert not (tmp_path / "s/stale.txt").exists(), "--overwrite left a file of the earlier stage"
-    assert "spaces" in (tmp_path / "s/requirements.txt").read_text(), "--overwrite did not stage for zero-gpu"
+    assert "torch==2.11.0" in (tmp_path / "s/requirements.txt").read_text(), "--overwrite did not stage for zero-gpu"
     with pytest.raises(SystemExit) as e:
         stage_space.main([str(ROOT / "app" / "x"), "--hardware", "cpu-basic"])
     assert "elsewhere" in str(e.value.code), f"staging inside app/ should be refused: {e.value.code}"

