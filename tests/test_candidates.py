@@ -143,3 +143,45 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path):
     assert kinds == {"orders", "samples", "lengths"}, f"three pools per window: {kinds}"
     table = (tmp_path / "out" / "fills-m.md").read_text()
     assert "| orders | 8 | right |" in table and "| lengths |" in table, table[:400]
+
+
+class _Words:
+    """decode(ids) -> one word per id: enough for the study's records (ROUGE-L over token ids)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(f"w{i}" for i in ids)
+
+
+def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
+    """One owner for ranking: the study's report ranks its recorded candidates (after a JSON round
+    trip, as records.jsonl holds them) with the core's `rank`, the app's ranking; every rule, each
+    pool, picks the same candidate from both."""
+    import json
+
+    from rouge_score.rouge_scorer import RougeScorer
+
+    from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE
+    from model.evaluation.fill_study import LENGTH_CONFIGS, candidate_records, window_requests
+    from model.evaluation.fills_report import Recorded, agreement_once, choose
+    from model.evaluation.infill_task import Window
+    ids, mask = _story(5)
+    win = Window(0, 0, 0, ["a", "b", "c", "d", "e"], ids.tolist(), list(range(8, 13)), [5, 6, 7, 8, 9])
+    rules = [(r, None) for r in ("greedy", "story", "right", "both_per_token", "fill_left_per_token", "mbr",
+                                 SHIPPED_RULE)]
+    rules += [("mix", SHIPPED_LENGTH_WEIGHTS), (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS)]
+    pools = [("orders", window_requests(win, [5], 3), pool_configs("orders", 8)),
+             ("samples", window_requests(win, [5], 3), pool_configs("samples", 8, seed=1)),
+             ("lengths", window_requests(win, [2, 5, 8], 3), LENGTH_CONFIGS)]
+    picks = set()
+    for kind, requests, configs in pools:
+        cands = make_candidates(a3_llama, requests, configs)
+        rows = candidate_records(kind, cands, RougeScorer(["rougeL"]), "w5 w6 w7 w8 w9", _Words())
+        recorded = [Recorded.of(c) for c in json.loads(json.dumps(rows))]
+        for rule, weights in rules:
+            app = cands.index(rank(cands, rule, **({"weights": weights} if weights else {}))[0])
+            with agreement_once():
+                chosen = choose(recorded, rule, weights=weights)
+            study = next(i for i, c in enumerate(recorded) if c is chosen)
+            assert study == app, f"{kind}, {rule}: the study picks candidate {study}, the app {app}"
+            picks.add((kind, app))
+    assert len(picks) > 3, f"the rules should disagree somewhere for the check to mean something: {sorted(picks)}"

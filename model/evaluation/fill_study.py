@@ -47,7 +47,9 @@ def window_requests(win: Window, lengths: list[int], fill_id: int) -> list[tuple
     return out
 
 
-def _records(kind: str, cands, scorer, reference: str, tokenizer, seconds: float) -> list[dict]:
+def candidate_records(kind: str, cands, scorer, reference: str, tokenizer) -> list[dict]:
+    """One JSON-ready dict per candidate: its fill (ids and text), ROUGE-L x 100 against the
+    reference, its FillScores and forward passes (what the report ranks, with core.candidates.rank)."""
     out = []
     for c in cands:
         text = tokenizer.decode(c.fill_ids, skip_special_tokens=True).strip()
@@ -71,7 +73,7 @@ def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: i
         cands = make_candidates(model, reqs, cfgs, tokenizer)
         secs = time.perf_counter() - t0
         rec["seconds"][kind] = secs
-        rec["candidates"] += _records(kind, cands, scorer, win.reference, tokenizer, secs)
+        rec["candidates"] += candidate_records(kind, cands, scorer, win.reference, tokenizer)
     return rec
 
 

@@ -1,13 +1,16 @@
 """The candidate study's report: every ranking rule applied to the same recorded candidates.
 
-    choose(cands, rule, ...)         the index a rule picks among one window's candidates
-    compare(records, kind, n, ...)   per window: the rule's ROUGE-L, greedy's, the oracle's, the length
-    tune_mix(records, ...)           mixture weights, fitted on one half of the windows, applied to the other
+    Study(records)                   the windows' pools, each candidate in the form core.candidates.rank reads
+    choose(cands, rule, ...)         the candidate a rule picks: rank's first, the app's own ranking code
+    compare(study, kind, n, ...)     per window: the rule's ROUGE-L, greedy's, the oracle's, the length
+    tune_mix(study, ...)             mixture weights, fitted on one half of the windows, applied to the other
     write_report(records, args, grid, command)   OUT/fills-<model>.md and its plot
 
-Greedy is the pool's first member (greedy left to right at the true length). Intervals are 95%
-normal intervals of the paired per-window differences. Mixtures are cross-fitted: weights chosen
-on the even windows rank the odd ones and vice versa, so no window is ranked by weights fitted on it.
+The rules are model/core/candidates.py's (`rank`, `RULES`, agreement, the fluent gate): the study
+measures the code the app runs, on the scores the study recorded. Greedy is the pool's first member
+(greedy left to right at the true length). Intervals are 95% normal intervals of the paired
+per-window differences. Mixtures are cross-fitted: weights chosen on the even windows rank the odd
+ones and vice versa, so no window is ranked by weights fitted on it.
 """
 from __future__ import annotations
 
@@ -15,21 +18,72 @@ import itertools
 import json
 import math
 import statistics
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from model.core.candidates import FLUENT, SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, _lcs, fluent_gate
+from model.core import candidates
+from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, rank
+from model.core.scoring import FillScores
 
-RULES = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
-FEATURES = {"story": lambda c: c["story"], "right": lambda c: c["right"],
-            "both_per_token": lambda c: c["both"] / max(1, c["n_fill"]),
-            "fill_left_per_token": lambda c: c["fill_left"] / max(1, c["n_fill"])}
+REPORTED = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
 GRID = {"right": (0, 0.5, 1), "both_per_token": (0, 1, 4, 16), "mbr": (0, 2, 8, 32), "prior": (0, 1, 3)}
 
 
-def _mbr(cands: list[dict]) -> list[float]:
-    fills = [c["fill_ids"] for c in cands]
-    return [statistics.mean([2 * _lcs(a, b) / (len(a) + len(b)) for j, b in enumerate(fills) if j != i] or [0.0])
-            for i, a in enumerate(fills)]
+@dataclass
+class Recorded:
+    """A recorded candidate as core.candidates.rank reads one (scores, fill_ids, length, values),
+    with its record (ROUGE-L against the reference, passes)."""
+    record: dict
+    scores: FillScores
+    fill_ids: list[int]
+    length: int
+    values: dict[str, float] = field(default_factory=dict)  # filled by rank
+
+    @classmethod
+    def of(cls, c: dict) -> Recorded:
+        scores = FillScores(**{k: c[k] for k in FillScores.__dataclass_fields__})
+        return cls(c, scores, c["fill_ids"], c["length"])
+
+
+class Study:
+    """The records of one report and each window's pools, built once: the same list object each
+    time a pool is ranked, so its agreement is computed once (`agreement_once`)."""
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self._pools: dict[tuple[str, int], list[list[Recorded]]] = {}
+
+    def pools(self, kind: str, n: int | None = None) -> list[list[Recorded]]:
+        """Per window, its first n candidates of a kind (all of them for n None)."""
+        if (kind, n) not in self._pools:
+            self._pools[kind, n] = [[Recorded.of(c) for c in r["candidates"] if c["kind"] == kind][:n]
+                                    for r in self.records]
+        return self._pools[kind, n]
+
+    def size(self, kind: str) -> int:
+        return len(self.pools(kind)[0])
+
+
+@contextmanager
+def agreement_once():
+    """core.candidates.agreement computed once per pool while a report is built (the weight grid
+    ranks every pool ~150 times; agreement is the costly rule, an LCS per pair of fills). A
+    workaround while `rank` takes no values computed before: it memoizes the core's own function
+    by pool, it does not compute agreement itself."""
+    plain, memo = candidates.agreement, {}
+
+    def once(cands):
+        hit = memo.get(id(cands))
+        if hit is None or hit[0] is not cands:
+            hit = memo[id(cands)] = (cands, plain(cands))
+        return list(hit[1])
+
+    candidates.agreement = once
+    try:
+        yield
+    finally:
+        candidates.agreement = plain
 
 
 def _prior(lengths: list[int]):
@@ -39,75 +93,42 @@ def _prior(lengths: list[int]):
     return lambda n: -((math.log(n) - mu) ** 2) / (2 * sd * sd) - math.log(n)
 
 
-_MBR_CACHE: dict[int, list[float]] = {}  # id(candidate list) -> agreement values (the lists are the records')
+def choose(cands: list[Recorded], rule: str, weights: dict | None = None, prior=None) -> Recorded:
+    """The candidate `rule` picks: core.candidates.rank's first. For "mix" and "fluent_mix",
+    `weights` over the other rules; its "prior" entry weighs the log length prior `prior`."""
+    kw = {}
+    if weights is not None:
+        kw["weights"] = {k: w for k, w in weights.items() if w and k != "prior"}
+        if prior is not None:
+            kw["length_prior"] = lambda n, w=weights.get("prior", 0): w * prior(n)
+    return rank(cands, rule, **kw)[0]
 
 
-def values(cands: list[dict], rule: str, weights: dict | None = None, prior=None) -> list[float]:
-    if rule == "greedy":
-        return [1.0] + [0.0] * (len(cands) - 1)
-    if rule == "mbr":
-        key = id(cands)
-        if key not in _MBR_CACHE:  # the grid search asks for it many times
-            _MBR_CACHE[key] = _mbr(cands)
-        return _MBR_CACHE[key]
-    if rule in FEATURES:
-        return [FEATURES[rule](c) for c in cands]
-    # "mix": weighted rules (+ a log length prior)
-    parts = {k: values(cands, k) for k, w in weights.items() if w and k != "prior"}
-    return [sum(weights[k] * parts[k][i] for k in parts) + (weights.get("prior", 0) * prior(c["length"]) if prior else 0)
-            for i, c in enumerate(cands)]
-
-
-def choose(cands: list[dict], rule: str, **kw) -> int:
-    """The index `rule` picks; "fluent_<rule>": <rule>'s pick among the fluent candidates (as
-    model.core.candidates.rank, on the records' dicts)."""
-    if rule.startswith(FLUENT):
-        rule = rule[len(FLUENT):]
-        ok = fluent_gate([FEATURES["fill_left_per_token"](c) for c in cands])
-    else:
-        ok = [True] * len(cands)
-    v = values(cands, rule, **kw)
-    return max(range(len(cands)), key=lambda i: (ok[i], v[i], -i))
-
-
-_POOLS: dict[tuple, list[dict]] = {}
-
-
-def pool(rec: dict, kind: str, n: int) -> list[dict]:
-    """A window's first n candidates of a kind (the same list object each time: MBR is cached by it)."""
-    key = (id(rec), kind, n)
-    if key not in _POOLS:
-        _POOLS[key] = [c for c in rec["candidates"] if c["kind"] == kind][:n]
-    return _POOLS[key]
-
-
-def greedy_true(rec: dict) -> dict:
-    return pool(rec, "orders", 1)[0]
-
-
-def compare(records: list[dict], kind: str, n: int, rule: str, **kw) -> list[tuple[float, float, float, int]]:
-    """Per window: (chosen ROUGE-L, greedy-at-true-length ROUGE-L, oracle ROUGE-L, chosen length - true length,
-    the chosen fill's log p given its left side per token: how fluent the model itself reads it)."""
+def compare(study: Study, kind: str, n: int, rule: str, windows: list[int] | None = None,
+            **kw) -> list[tuple[float, float, float, int, float]]:
+    """Per window (all, or those at the indices `windows`): (chosen ROUGE-L, greedy-at-true-length
+    ROUGE-L, oracle ROUGE-L, chosen length - true length, the chosen fill's log p given its left
+    side per token: how fluent the model itself reads it)."""
     out = []
-    for r in records:
-        cands = pool(r, kind, n)
-        c = cands[choose(cands, rule, **kw)]
-        out.append((c["rougeL"], greedy_true(r)["rougeL"], max(x["rougeL"] for x in cands), c["length"] - r["true_length"],
-                    c["fill_left"] / max(1, c["n_fill"])))
+    pools, greedy = study.pools(kind, n), study.pools("orders", 1)
+    for i in range(len(study.records)) if windows is None else windows:
+        c = choose(pools[i], rule, **kw).record
+        out.append((c["rougeL"], greedy[i][0].record["rougeL"], max(x.record["rougeL"] for x in pools[i]),
+                    c["length"] - study.records[i]["true_length"], c["fill_left"] / max(1, c["n_fill"])))
     return out
 
 
-def tune_mix(records: list[dict], kind: str, n: int, lengths: bool) -> tuple[list[tuple], list[dict]]:
+def tune_mix(study: Study, kind: str, n: int, lengths: bool) -> tuple[list[tuple], list[dict]]:
     """Cross-fitted mixture: per half, the grid weights with the best mean ROUGE-L on the other half."""
     keys = ["right", "both_per_token", "mbr"] + (["prior"] if lengths else [])
-    halves = [[r for r in records if r["window"] % 2 == k] for k in (0, 1)]
+    halves = [[i for i, r in enumerate(study.records) if r["window"] % 2 == k] for k in (0, 1)]
     rows, chosen = [], []
     for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
-        prior = _prior([r["true_length"] for r in fit]) if lengths else None
+        prior = _prior([study.records[i]["true_length"] for i in fit]) if lengths else None
         best = max((dict(zip(keys, ws)) for ws in itertools.product(*(GRID[k] for k in keys)) if any(ws)),
-                   key=lambda w: statistics.mean(x[0] for x in compare(fit, kind, n, "mix", weights=w, prior=prior)))
+                   key=lambda w: statistics.mean(x[0] for x in compare(study, kind, n, "mix", fit, weights=w, prior=prior)))
         chosen.append(best)
-        rows += compare(apply, kind, n, "mix", weights=best, prior=prior)
+        rows += compare(study, kind, n, "mix", apply, weights=best, prior=prior)
     return rows, chosen
 
 
@@ -124,28 +145,29 @@ def summary(rows: list[tuple]) -> dict:
 
 
 def table_rows(records: list[dict]) -> list[dict]:
-    out = []
-    for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
-        for n in ns:
-            N = n or len(pool(records[0], kind, 999))
-            fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
-            for rule in ("greedy",) * (not lengths) + RULES + ("mix",) + tuple(f"fixed {r}" for r in fixed):
-                if rule == "mix":
-                    rows, w = tune_mix(records, kind, N, lengths)
-                    name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
-                elif rule.startswith("fixed "):  # no prior, nothing fitted here
-                    rows = compare(records, kind, N, rule[6:], weights=SHIPPED_LENGTH_WEIGHTS)
-                    name = f"{rule[6:]} (fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})" + \
-                        (" = the app's" if rule[6:] == SHIPPED_LENGTH_RULE else "")
-                else:
-                    rows, name = compare(records, kind, N, rule), rule
-                s = summary(rows)
-                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
-                s["len_within_25"] = sum(within) / len(within)
-                full = N == len(pool(records[0], kind, 999))  # timed: the whole pool's batch only
-                secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
-                passes = statistics.mean(max(c["passes"] for c in pool(r, kind, N)) for r in records)
-                out.append({"pool": kind, "n": N, "rule": name, **s, "ms": secs and 1000 * secs, "passes": passes})
+    study, out = Study(records), []
+    with agreement_once():
+        for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
+            for n in ns:
+                N = n or study.size(kind)
+                fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
+                for rule in ("greedy",) * (not lengths) + REPORTED + ("mix",) + tuple(f"fixed {r}" for r in fixed):
+                    if rule == "mix":
+                        rows, w = tune_mix(study, kind, N, lengths)
+                        name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
+                    elif rule.startswith("fixed "):  # no prior, nothing fitted here
+                        rows = compare(study, kind, N, rule[6:], weights=SHIPPED_LENGTH_WEIGHTS)
+                        name = f"{rule[6:]} (fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})" + \
+                            (" = the app's" if rule[6:] == SHIPPED_LENGTH_RULE else "")
+                    else:
+                        rows, name = compare(study, kind, N, rule), rule
+                    s = summary(rows)
+                    within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
+                    s["len_within_25"] = sum(within) / len(within)
+                    full = N == study.size(kind)  # timed: the whole pool's batch only
+                    secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
+                    passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools(kind, N))
+                    out.append({"pool": kind, "n": N, "rule": name, **s, "ms": secs and 1000 * secs, "passes": passes})
     return out
 
 
