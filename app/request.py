@@ -53,14 +53,19 @@ def _shown(value) -> str:
     return r if len(r) <= 40 else r[:40] + "…"
 
 
+def _number(value, name: str, what: str) -> float:
+    """A raw value (a number or its text) as a float, or ValueError: '<name> must be <what>'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} must be {what}; got {_shown(value)}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be {what}; got {_shown(value)}") from None
+
+
 def int_in(value, name: str, lo: int, hi: int) -> int:
     """A whole number in [lo, hi] from a raw value (a number or its text), or ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name} must be a whole number; got {_shown(value)}")
-    try:
-        f = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number; got {_shown(value)}") from None
+    f = _number(value, name, "a whole number")
     if not math.isfinite(f) or f != int(f):
         raise ValueError(f"{name} must be a whole number; got {_shown(value)}")
     if not lo <= int(f) <= hi:
@@ -70,12 +75,7 @@ def int_in(value, name: str, lo: int, hi: int) -> int:
 
 def float_in(value, name: str, lo: float, hi: float) -> float:
     """A finite number in [lo, hi] from a raw value (a number or its text), or ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{name} must be a number; got {_shown(value)}")
-    try:
-        f = float(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a number; got {_shown(value)}") from None
+    f = _number(value, name, "a number")
     if not math.isfinite(f) or not lo <= f <= hi:
         raise ValueError(f"{name} must be between {lo:g} and {hi:g}; got {_shown(value)}")
     return f

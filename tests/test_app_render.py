@@ -171,6 +171,18 @@ def test_settings_checks():
             runner.RunRequest.check(*args)
 
 
+def test_a_request_is_recorded_as_is_and_rebuilt_by_the_same_check(model, tok):
+    """The run file's settings are the RunRequest itself; reading the file back rebuilds the very
+    same request through RunRequest.check (and a file's missing fields take the defaults)."""
+    req = runner.RunRequest.check(TEXT, "confidence", 2, 0.5, "", 0.7, 40, 0.9, " 17 ", 3, "samples")
+    rec = make_rec(model, tok, **{k: v for k, v in req.settings.items() if k != "template"})
+    assert rec["settings"] == req.settings, f"the record holds the request as it is: {rec['settings']}"
+    back = run_schema.from_json(record.to_json(rec).encode())
+    assert runner.RunRequest(**back["settings"]) == req, f"a reload rebuilds the same request: {back['settings']}"
+    assert runner.RunRequest.from_settings({"template": TEXT}) == runner.RunRequest(template=TEXT), \
+        "a file's missing settings take the request's defaults"
+
+
 def test_md_escape_makes_markup_inert():
     s = render.md_escape("<script>x</script> **b** [l](http://e)")
     assert "<" not in s and "**" not in s and "](" not in s
