@@ -185,3 +185,24 @@ def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
             assert study == app, f"{kind}, {rule}: the study picks candidate {study}, the app {app}"
             picks.add((kind, app))
     assert len(picks) > 3, f"the rules should disagree somewhere for the check to mean something: {sorted(picks)}"
+
+
+def test_the_report_pairs_each_row_with_its_own_window():
+    """tune_mix fits on one half of the windows and ranks the other: its rows come back in window
+    order, so the 'within 25%' column compares each pick with its own window's true length."""
+    from model.evaluation.fills_report import Study, tune_mix
+
+    def cand(kind, length, rouge):
+        return {"kind": kind, "length": length, "fill_ids": list(range(4, 4 + length)), "rougeL": rouge,
+                "story": -length, "fill_left": -length, "right": -1.0, "both": -length, "n_fill": length, "passes": 1}
+
+    records = []
+    for w in range(6):  # windows 0..5, true lengths 5, 10, ..., 30; each window's lengths off by its own amounts
+        L = 5 * (w + 1)
+        records.append({"window": w, "true_length": L, "candidates": [cand("orders", L, 10.0)] + [
+            cand("lengths", L + d, 10.0 - abs(d)) for d in (-1 - w % 3, 1 + w, 2 + 2 * w)]})
+    rows, _ = tune_mix(Study(records), "lengths", 3, lengths=True)
+    for r, row in zip(records, rows):
+        lengths = {c["length"] for c in r["candidates"] if c["kind"] == "lengths"}
+        assert row[3] + r["true_length"] in lengths, f"window {r['window']}: its row picks length " \
+            f"{row[3] + r['true_length']}, not one of its own candidates' {sorted(lengths)}"

@@ -119,16 +119,18 @@ def compare(study: Study, kind: str, n: int, rule: str, windows: list[int] | Non
 
 
 def tune_mix(study: Study, kind: str, n: int, lengths: bool) -> tuple[list[tuple], list[dict]]:
-    """Cross-fitted mixture: per half, the grid weights with the best mean ROUGE-L on the other half."""
+    """Cross-fitted mixture: per half, the grid weights with the best mean ROUGE-L on the other half.
+    The rows are compare's, in window order; the weights are the even half's, then the odd half's."""
     keys = ["right", "both_per_token", "mbr"] + (["prior"] if lengths else [])
     halves = [[i for i, r in enumerate(study.records) if r["window"] % 2 == k] for k in (0, 1)]
-    rows, chosen = [], []
+    rows, chosen = [None] * len(study.records), []
     for fit, apply in ((halves[0], halves[1]), (halves[1], halves[0])):
         prior = _prior([study.records[i]["true_length"] for i in fit]) if lengths else None
         best = max((dict(zip(keys, ws)) for ws in itertools.product(*(GRID[k] for k in keys)) if any(ws)),
                    key=lambda w: statistics.mean(x[0] for x in compare(study, kind, n, "mix", fit, weights=w, prior=prior)))
         chosen.append(best)
-        rows += compare(study, kind, n, "mix", apply, weights=best, prior=prior)
+        for i, row in zip(apply, compare(study, kind, n, "mix", apply, weights=best, prior=prior)):
+            rows[i] = row  # in window order, as table_rows pairs them with the records
     return rows, chosen
 
 
