@@ -23,8 +23,6 @@ from model.core.infill import Encoded
 
 from .render import strategy_label
 
-MAX_CANDIDATES = 8
-DEFAULT_CANDIDATES = 1  # the app animates your own order by default; raise it to rank more candidates
 MAX_ROWS = 32  # rows (candidates x lengths) one request may decode together
 MAX_CANDIDATE_TOKENS = 2048  # blank tokens summed over every row
 GRID_LENGTHS = 8  # lengths tried for a blank whose length the model chooses
@@ -96,7 +94,7 @@ def plan_candidates(run) -> CandidatePlan | None:
         configs.pop()
     while len(lengths) > 2 and (len(lengths) > MAX_ROWS or tokens(1, lengths) > MAX_CANDIDATE_TOKENS):
         lengths = lengths[::2] if lengths[-1] in lengths[::2] else lengths[::2] + [lengths[-1]]
-    if len(configs) < min(n, MAX_CANDIDATES) and not notes:
+    if len(configs) < n and not notes:
         notes.append(f"ran {len(configs)} candidates instead of {n}: at most {MAX_ROWS} rows and "
                      f"{MAX_CANDIDATE_TOKENS} blank tokens fit in one request here")
     if len(lengths) < len(grid):

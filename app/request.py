@@ -124,7 +124,7 @@ class RunRequest:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     seed: int = 0
-    candidates: int = 1  # 1 = your settings only; more are ranked (candidate_plan.py)
+    candidates: int = 1  # 1 = your settings only, animated; more are ranked (candidate_plan.py)
     pool: str = "orders"  # where the other candidates come from (core/candidates.POOLS)
     context: str = "block"  # one of CONTEXTS
 

@@ -22,8 +22,7 @@ import gradio as gr
 from model.core.decode import DYNAMIC_ORDERS
 
 from . import compare_tab, fallback, model_menu, render, run_events, story, story_events
-from .candidate_plan import DEFAULT_CANDIDATES
-from .request import LIMITS, Dropdown, Number, Radio, Slider, StoryEditor
+from .request import LIMITS, Dropdown, Number, Radio, RunRequest, Slider, StoryEditor
 from .model_menu import model_note
 from .texts import CSS, HOW, STRATEGY_CHOICES, TITLE
 
@@ -117,30 +116,32 @@ def story_column(page: SimpleNamespace, v0: story.StoryView, examples: list[tupl
 
 
 def controls_column(page: SimpleNamespace, menu: list, default_key: str) -> None:
-    """Model, order, group size / k, threshold, custom order, sampling, seed, animation speed."""
+    """Model, order, group size / k, threshold, custom order, sampling, seed, animation speed; each
+    request widget starts at the RunRequest's default."""
+    d = RunRequest()
     page.model_dd = Dropdown([(e.label, e.key) for e in menu], value=default_key, label="Model",
                              elem_id="model")
-    page.strategy = Dropdown(STRATEGY_CHOICES, value="left_to_right", label="Order", elem_id="strategy")
-    page.group_size = Slider(*LIMITS["group_size"], value=1, step=1, label="Group size (tokens per step; "
+    page.strategy = Dropdown(STRATEGY_CHOICES, value=d.strategy, label="Order", elem_id="strategy")
+    page.group_size = Slider(*LIMITS["group_size"], value=d.group_size, step=1, label="Group size (tokens per step; "
                              "dynamic: k per step)", elem_id="group-size")
-    page.threshold = Slider(*LIMITS["threshold"], value=0, step=0.05, label="Dynamic only: probability "
+    page.threshold = Slider(*LIMITS["threshold"], value=d.threshold or 0, step=0.05, label="Dynamic only: probability "
                             "threshold (0 = off, use k)", elem_id="threshold")
-    page.custom_order = gr.Textbox("", label="Custom order: one group number per blank, e.g. 2 1 3",
+    page.custom_order = gr.Textbox(d.custom_order, label="Custom order: one group number per blank, e.g. 2 1 3",
                                    placeholder="2 1 3", elem_id="custom-order")
     with gr.Accordion("Sampling", open=True):
-        page.temperature = Slider(*LIMITS["temperature"], value=0, step=0.05, label="Temperature (0 = greedy)",
+        page.temperature = Slider(*LIMITS["temperature"], value=d.temperature, step=0.05, label="Temperature (0 = greedy)",
                                   elem_id="temperature")
-        page.top_k = Slider(*LIMITS["top_k"], value=0, step=1, label="Top-k (0 = off)", elem_id="top-k")
-        page.top_p = Slider(*LIMITS["top_p"], value=1, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
+        page.top_k = Slider(*LIMITS["top_k"], value=d.top_k, step=1, label="Top-k (0 = off)", elem_id="top-k")
+        page.top_p = Slider(*LIMITS["top_p"], value=d.top_p, step=0.05, label="Top-p (1 = off)", elem_id="top-p")
         with gr.Row():
-            page.seed = gr.Textbox("0", label="Seed", elem_id="seed", scale=3)
+            page.seed = gr.Textbox(str(d.seed), label="Seed", elem_id="seed", scale=3)
             page.dice = gr.Button("Random seed", size="sm", scale=1, elem_id="dice")
     with gr.Accordion("Candidates", open=True):
-        page.n_cands = Slider(*LIMITS["candidates"], value=DEFAULT_CANDIDATES, step=1,
+        page.n_cands = Slider(*LIMITS["candidates"], value=d.candidates, step=1,
                               label="Candidates (1 = your settings only; more are ranked, the best is shown)",
                               elem_id="n-cands")
         page.pool = Radio([("other orders and group sizes", "orders"), ("samples at temperature 0.8", "samples")],
-                             value="orders", label="Other candidates come from", elem_id="pool")
+                             value=d.pool, label="Other candidates come from", elem_id="pool")
     page.speed = Slider(0, 1, value=0.15, step=0.05, label="Animation: seconds per step (0 = instant)",
                         elem_id="speed")
 
