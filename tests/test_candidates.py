@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.core.candidates import (Candidate, agreement, fluent, length_grid, make_candidates,
-                                   pool_configs, rank, resize_blank)
-from model.core.scoring import FillScores, score_blanks, score_fills
+from model.core.candidates import (Candidate, agreement, candidate_batch, candidates_of, fluent, length_grid,
+                                   length_requests, make_candidates, pool_configs, rank, resize_blank,
+                                   resize_encoded)
+from model.core.decode import run_batch
+from model.core.infill import Blank, encode_segments
+from model.core.scoring import FillScores, blanks_logp, score_blanks, score_fills
 from model.core.trace import Trace
 
 
@@ -64,6 +67,47 @@ def test_make_candidates_covers_every_config_and_length(a3_llama):
     assert sorted(len(c.fill_ids) for c in cands) == [2, 2, 2, 5, 5, 5, 7, 7, 7], "each fill has its blank's length"
     assert all(c.scores.n_fill == c.length for c in cands), "scores are of the candidate's own length"
     assert all(not set(c.fill_ids) & {0, 1, 2} for c in cands), "no special token in a candidate"
+
+
+def test_a_batch_decoded_elsewhere_becomes_the_same_candidates(a3_llama):
+    """candidate_batch's rows decoded by someone else's run_batch (the app's engine) and handed to
+    candidates_of give make_candidates' candidates: one assembly, wherever the decoding runs."""
+    ids, mask = _story()
+    reqs = length_requests(ids.tolist(), mask.tolist(), [list(range(8, 13))], [3, 6])
+    cfgs = pool_configs("orders", 2)
+    rows, row_cfgs = candidate_batch(reqs, cfgs)
+    traces = run_batch(a3_llama, [(r[0], r[1]) for r in rows], row_cfgs, None, [r[2] for r in rows])
+    got = candidates_of(reqs, cfgs, traces, score_fills(a3_llama, [(t.output_ids, t.blank_mask) for t in traces]))
+    want = make_candidates(a3_llama, reqs, cfgs)
+    assert [(c.label, c.length, c.fill_ids) for c in got] == [(c.label, c.length, c.fill_ids) for c in want], \
+        "the same candidates, labels and lengths in the same order"
+    assert [c.scores.both for c in got] == pytest.approx([c.scores.both for c in want], abs=1e-5), "the same scores"
+    logp = blanks_logp(a3_llama, [(t.output_ids, t.blank_mask) for t in traces])
+    assert logp == pytest.approx([c.scores.both for c in want], abs=1e-4), "blanks_logp is score_fills' `both`"
+
+
+def test_resizing_a_blank_equals_encoding_it_at_that_length():
+    """resize_encoded (the app's chosen lengths) and length_requests (the fills study's) give what
+    encoding the story with the blank at that length gives: ids, mask, spans and the layout."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = "<s> </s> <pad> Anne had not expected a letter . She it twice , and then by the fire".split()
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)},
+                                                                              unk_token="</s>")),
+                                  bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    segs = ["Anne had not expected a letter . She ", Blank(3), " it twice , and then ", Blank(4, choose=(1, 9)),
+            " by the fire"]
+    enc = encode_segments(tok, segs, tok.bos_token_id)
+    for n in (1, 4, 9):
+        want = encode_segments(tok, segs[:3] + [Blank(n, choose=(1, 9))] + segs[4:], tok.bos_token_id)
+        got = resize_encoded(enc, 1, n)
+        assert (got.input_ids, got.blank_mask, got.layout) == (want.input_ids, want.blank_mask, want.layout), \
+            f"resize_encoded at {n} tokens differs from encoding the story at {n}"
+        (ids, mask, spans, length), = length_requests(enc.input_ids, enc.blank_mask, enc.blank_spans, [n], blank=1)
+        assert (ids, mask, spans, length) == (want.input_ids, want.blank_mask, want.blank_spans, n), \
+            f"length_requests at {n} tokens differs from encoding the story at {n}"
 
 
 def test_rank_orders_by_the_rule_and_mbr_picks_the_consensus():
