@@ -41,13 +41,20 @@ def write_tiny_checkpoint(path, tok=None):
     return path
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """(client, checkpoint key) of a running app; closed at the end."""
+def tiny_menu(tmp_path_factory):
+    """(checkpoint, MonkeyPatch): a tiny checkpoint written here as the menu's model ($A3_MODEL_DIR)
+    and an empty cache ($A3_STUDIO_CACHE: no SmolLM2 base); undo the MonkeyPatch when done."""
     ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
     mp = pytest.MonkeyPatch()
     mp.setenv("A3_MODEL_DIR", str(ckpt))
     mp.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    return ckpt, mp
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """(client, checkpoint key) of a running app; closed at the end."""
+    _, mp = tiny_menu(tmp_path_factory)
     mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     from app.model_menu import available_models
     from app.ui import build_demo

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from test_app_e2e import write_tiny_checkpoint
+from test_app_e2e import tiny_menu
 
 STORIES = ["Anne had not expected a letter. She [[3]] it twice, and then [[4]] by the fire.",
            "It rained all day at [[5]], and nobody went out.",
@@ -18,10 +18,7 @@ SETTINGS = [("left_to_right", 1, 0.0, "0"), ("confidence", 2, 0.0, "0"), ("rando
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """(compute module, model key, prepared requests) on a tiny checkpoint of this test."""
-    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("A3_MODEL_DIR", str(ckpt))
-    mp.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    _, mp = tiny_menu(tmp_path_factory)
     from app import compute, model_menu
     from app.request import RunRequest, prepare
 

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import pytest
 
-from test_app_e2e import STORY, TOTAL, write_tiny_checkpoint
+from test_app_e2e import STORY, TOTAL, tiny_menu
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("spaces") is None,
@@ -83,10 +83,7 @@ def run_child(tmp_path: Path, ckpt: Path, dtype: str, mode: str = "first-run") -
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """(checkpoint, the plain CPU run of STORY without `spaces`, the GPU seconds _duration asks for it)."""
-    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("A3_MODEL_DIR", str(ckpt))
-    mp.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    ckpt, mp = tiny_menu(tmp_path_factory)
     mp.delenv("SPACES_ZERO_GPU", raising=False)
     try:
         from app import compute, request
