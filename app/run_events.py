@@ -87,8 +87,8 @@ def fill(text: str = "The cat [[4]] on the mat.", model: str | None = None, orde
                                    seed, candidates, pool)
         run = prepare(request, model_menu.available_models()[0].key if model is None else model)
         return render.api_answer(compute(run, plan_candidates(run)))
-    except Exception as e:  # noqa: BLE001 — the client gets the message, the server goes on
-        raise gr.Error(failure_text(e)) from None
+    except Exception as e:  # noqa: BLE001 — the client gets the message (failure_text logs the unexpected)
+        raise gr.Error(failure_text(e), print_exception=False) from None
 
 
 def stats_table(rec: dict) -> list[list[str]]:
