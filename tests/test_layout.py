@@ -1,6 +1,7 @@
 """The tree shows the architecture: no import circle, `model/core` imports nothing above it, the
-library never imports the app, docstrings that cite the design point at docs/DESIGN.md, and the
-README's and the design's layout sections name every package and module."""
+library never imports the app, docstrings that cite the design point at docs/DESIGN.md, the
+README's and the design's layout sections name every package and module, each package's docstring
+lists its modules, and no two modules share a file name."""
 from __future__ import annotations
 
 import ast
@@ -84,3 +85,20 @@ def test_layout_sections_name_every_package_and_module():
     for p in sorted(ROOT.glob("model/*/*.py")) + sorted(ROOT.glob("app/*.py")):
         if p.name != "__init__.py":
             assert p.stem in design, f"docs/DESIGN.md's layout does not mention {p.relative_to(ROOT)}"
+
+
+def test_package_docstrings_list_their_modules():
+    for init in sorted(ROOT.glob("model/*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        missing = [p.stem for p in sorted(init.parent.glob("*.py")) if p.name != "__init__.py"
+                   and not re.search(rf"\b{p.stem}\b", doc)]
+        assert not missing, f"{init.relative_to(ROOT)}'s docstring does not list {missing}"
+
+
+def test_no_two_modules_share_a_file_name():
+    seen: dict[str, list[str]] = {}
+    for p in sorted(ROOT.glob("model/**/*.py")) + sorted(ROOT.glob("app/*.py")) + sorted(ROOT.glob("*.py")):
+        if p.name != "__init__.py":
+            seen.setdefault(p.name, []).append(str(p.relative_to(ROOT)))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"modules that share a file name (rename one): {shared}"

