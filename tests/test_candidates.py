@@ -205,17 +205,15 @@ def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
     from rouge_score.rouge_scorer import RougeScorer
 
     from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE
-    from model.evaluation.fill_study import LENGTH_CONFIGS, candidate_records, window_requests
+    from model.evaluation.fill_study import LENGTH_CONFIGS, candidate_records
     from model.evaluation.fills_report import Recorded, agreement_once, choose
-    from model.evaluation.infill_task import Window
     ids, mask = _story(5)
-    win = Window(0, 0, 0, ["a", "b", "c", "d", "e"], ids.tolist(), list(range(8, 13)), [5, 6, 7, 8, 9])
+    at = lambda lengths: length_requests(ids.tolist(), mask.tolist(), [list(range(8, 13))], lengths)  # noqa: E731
     rules = [(r, None) for r in ("greedy", "story", "right", "both_per_token", "fill_left_per_token", "mbr",
                                  SHIPPED_RULE)]
     rules += [("mix", SHIPPED_LENGTH_WEIGHTS), (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS)]
-    pools = [("orders", window_requests(win, [5], 3), pool_configs("orders", 8)),
-             ("samples", window_requests(win, [5], 3), pool_configs("samples", 8, seed=1)),
-             ("lengths", window_requests(win, [2, 5, 8], 3), LENGTH_CONFIGS)]
+    pools = [("orders", at([5]), pool_configs("orders", 8)), ("samples", at([5]), pool_configs("samples", 8, seed=1)),
+             ("lengths", at([2, 5, 8]), LENGTH_CONFIGS)]
     picks = set()
     for kind, requests, configs in pools:
         cands = make_candidates(a3_llama, requests, configs)

@@ -27,24 +27,13 @@ from pathlib import Path
 
 import torch
 
-from model.core.candidates import length_grid, make_candidates, pool_configs
+from model.core.candidates import length_grid, length_requests, make_candidates, pool_configs
 from model.core.decode import DecodeConfig
 from model.core.sampling import SamplingConfig
 
 from .infill_task import Window, make_windows
 
 LENGTH_CONFIGS = [("left to right", DecodeConfig()), ("outside in, groups of 4", DecodeConfig(strategy="outside_in", group_size=4))]
-
-
-def window_requests(win: Window, lengths: list[int], fill_id: int) -> list[tuple]:
-    """(ids, blank_mask, spans, length) of the window at each blank length (left and right text kept)."""
-    a, b = win.blank[0], win.blank[-1] + 1
-    out = []
-    for n in lengths:
-        ids = win.input_ids[:a] + [fill_id] * n + win.input_ids[b:]
-        mask = [False] * a + [True] * n + [False] * (len(win.input_ids) - b)
-        out.append((ids, mask, [list(range(a, a + n))], n))
-    return out
 
 
 def candidate_records(kind: str, cands, scorer, reference: str, tokenizer) -> list[dict]:
@@ -61,12 +50,11 @@ def candidate_records(kind: str, cands, scorer, reference: str, tokenizer) -> li
 
 def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: int) -> dict:
     """The three batched decodes of one window, every candidate scored and compared with the reference."""
-    fill_id = win.input_ids[win.blank[0]]
     L = len(win.blank)
     rec = {"window": win.index, "true_length": L, "reference": win.reference, "candidates": [], "seconds": {}}
-    true_req = window_requests(win, [L], fill_id)
-    jobs = [("orders", true_req, pool_configs("orders", 8, seed)), ("samples", true_req, pool_configs("samples", 8, seed)),
-            ("lengths", window_requests(win, grid, fill_id),
+    at = lambda lengths: length_requests(win.input_ids, win.blank_mask(), [win.blank], lengths)  # noqa: E731
+    jobs = [("orders", at([L]), pool_configs("orders", 8, seed)), ("samples", at([L]), pool_configs("samples", 8, seed)),
+            ("lengths", at(grid),
              [(lab, DecodeConfig(**{**vars(c), "sampling": SamplingConfig(seed=seed)})) for lab, c in LENGTH_CONFIGS])]
     for kind, reqs, cfgs in jobs:
         t0 = time.perf_counter()
