@@ -1,0 +1,155 @@
+"""Linear layers that keep their weights in bfloat16 and compute in fp32, for CPU decoding.
+
+A cached decoding step multiplies a few rows of activations (one per target) by every weight
+matrix: its time is the bytes of weights read. bf16 weights halve those bytes. Casting the
+activations to bf16 as well (a plain bf16 matmul) would round them at every layer, and 30 layers
+of that move the probabilities a user sees by up to 0.07; keeping the activations and the sums in
+fp32 keeps them within 0.02 (docs/benchmarks, the agreement table). PyTorch has no CPU matmul
+of fp32 activations by bf16 weights, so for up to ROWS_MAX rows this module runs a small C++
+kernel (_SOURCE), compiled once by g++ for the CPU at hand (a second or two, cached in
+~/.cache/a3-studio/kernels) and called through ctypes: it widens each bf16 weight to fp32 in
+registers (a 16-bit shift) and accumulates in fp32, reading each weight once for all rows, on
+torch's number of threads (OpenMP). More rows (encoding a story's visible
+text) widen the weights to fp32 first and use the ordinary matmul. Where the compiler or the
+build fails, `kernel()` is None and every call takes that second path: slower, never wrong.
+
+    Bf16Linear.from_linear(nn.Linear)    the same layer with bf16 weights, fp32 in and out
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import threading
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROWS_MAX = 8  # at most this many rows take the kernel; more are compute-bound and use mm
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+static inline float widen(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
+
+/* rows of y (R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T for outputs [n0, n1), R fixed at compile time */
+template <int R>
+static void rows_bf16w(const float* xp, const uint16_t* wp, float* yp, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint16_t* wr = wp + n * K;
+    int64_t k = 0;
+    float acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = 0.f;
+#if defined(__AVX512F__)
+    __m512 va[R];
+    for (int r = 0; r < R; ++r) va[r] = _mm512_setzero_ps();
+    for (; k + 16 <= K; k += 16) {
+      __m256i h = _mm256_loadu_si256((const __m256i*)(wr + k));
+      __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+      for (int r = 0; r < R; ++r) va[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp + r * K + k), wv, va[r]);
+    }
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_reduce_add_ps(va[r]);
+#endif
+    for (; k < K; ++k) {
+      float wf = widen(wr[k]);
+      for (int r = 0; r < R; ++r) acc[r] += xp[r * K + k] * wf;
+    }
+    for (int r = 0; r < R; ++r) yp[r * N + n] = acc[r];
+  }
+}
+
+typedef void (*rows_fn)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t, int64_t);
+static const rows_fn ROWS[8] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, rows_bf16w<4>,
+                                rows_bf16w<5>, rows_bf16w<6>, rows_bf16w<7>, rows_bf16w<8>};
+
+/* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), 1 <= R <= 8, on `threads` threads */
+extern "C" void mm_bf16w(const float* x, const uint16_t* w, float* y, int64_t R, int64_t K, int64_t N, int threads) {
+  rows_fn f = ROWS[R - 1];
+  int64_t chunk = (N + threads - 1) / threads;
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; ++t) {
+    int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+    if (n0 < n1) f(x, w, y, K, N, n0, n1);
+  }
+}
+"""
+
+_KERNEL = None
+_TRIED = False
+_LOCK = threading.Lock()
+
+
+def _build() -> ctypes.CDLL:
+    """Compile _SOURCE for this CPU into ~/.cache/a3-studio/kernels (once per source and CPU)."""
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-x", "c++"]
+    tag = hashlib.sha256((_SOURCE + " ".join(flags) + platform.processor()).encode()).hexdigest()[:16]
+    out = Path(os.environ.get("A3_KERNEL_DIR", Path.home() / ".cache" / "a3-studio" / "kernels")) / f"bf16w-{tag}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = out.with_suffix(".cpp")
+        src.write_text(_SOURCE)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run([os.environ.get("CXX", "g++"), *flags, str(src), "-o", str(tmp)], check=True,
+                       capture_output=True, timeout=120)
+        tmp.replace(out)
+    lib = ctypes.CDLL(str(out))
+    lib.mm_bf16w.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                             ctypes.c_int64, ctypes.c_int]
+    lib.mm_bf16w.restype = None
+    return lib
+
+
+def kernel():
+    """The compiled mm_bf16w (a ctypes function), or None where it cannot be built
+    (A3_BF16_KERNEL=0 turns it off)."""
+    global _KERNEL, _TRIED
+    with _LOCK:
+        if not _TRIED:
+            _TRIED = True
+            if os.environ.get("A3_BF16_KERNEL", "1") != "0" and platform.machine() in ("x86_64", "AMD64", "aarch64"):
+                try:
+                    _KERNEL = _build().mm_bf16w
+                except (OSError, subprocess.SubprocessError):  # no compiler, an odd CPU: the mm path serves
+                    _KERNEL = None
+        return _KERNEL
+
+
+def mm_bf16w(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T in fp32, through the kernel (callers check kernel())."""
+    x = x.contiguous()
+    y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
+    _KERNEL(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], torch.get_num_threads())
+    return y
+
+
+class Bf16Linear(nn.Module):
+    """y = x W^T (+ b) with W stored in bfloat16 and everything else in fp32 (x, y, b, the sums)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().to(torch.bfloat16).contiguous())  # (out, in)
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear) -> "Bf16Linear":
+        return cls(lin.weight, lin.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float()  # (R, in)
+        fast = x2.shape[0] <= ROWS_MAX and x2.device.type == "cpu" and kernel() is not None
+        y = mm_bf16w(x2, self.weight) if fast else x2 @ self.weight.float().T
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight=bf16, math=fp32"
