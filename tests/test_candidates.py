@@ -206,7 +206,7 @@ def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
 
     from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE
     from model.evaluation.fill_study import LENGTH_CONFIGS, candidate_records
-    from model.evaluation.fills_report import Recorded, agreement_once, choose
+    from model.evaluation.fills_report import Recorded, choose
     ids, mask = _story(5)
     at = lambda lengths: length_requests(ids.tolist(), mask.tolist(), [list(range(8, 13))], lengths)  # noqa: E731
     rules = [(r, None) for r in ("greedy", "story", "right", "both_per_token", "fill_left_per_token", "mbr",
@@ -221,8 +221,7 @@ def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
         recorded = [Recorded.of(c) for c in json.loads(json.dumps(rows))]
         for rule, weights in rules:
             app = cands.index(rank(cands, rule, **({"weights": weights} if weights else {}))[0])
-            with agreement_once():
-                chosen = choose(recorded, rule, weights=weights)
+            chosen = choose(recorded, rule, weights=weights)
             study = next(i for i, c in enumerate(recorded) if c is chosen)
             assert study == app, f"{kind}, {rule}: the study picks candidate {study}, the app {app}"
             picks.add((kind, app))

@@ -21,6 +21,7 @@ a "fluent_" prefix (the app's rules) ranks the fills the model reads as fluent f
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -99,8 +100,21 @@ def candidates_of(requests: Sequence[tuple], configs: Sequence[tuple[str, Decode
     labelled by its config (and by its length when several lengths were tried)."""
     multi = len(requests) > 1
     jobs = [(r, lab) for r in requests for lab, _ in configs]
-    return [Candidate(f"{lab}{f', {r[3]} tokens' if multi else ''}", t, s, r[3])
-            for (r, lab), t, s in zip(jobs, traces, scores)]
+    out = []
+    for (r, lab), t, s in zip(jobs, traces, scores):
+        if t.chosen:  # the model ended the fill itself (a slack blank): its own length
+            out.append(Candidate(f"{lab}, {t.chosen['length']} tokens (the model's end)", t, s, t.chosen["length"]))
+        else:
+            out.append(Candidate(f"{lab}{f', {r[3]} tokens' if multi else ''}", t, s, r[3]))
+    return out
+
+
+def slack_configs(configs: Sequence[tuple[str, DecodeConfig]], first: int, slots: int, least: int = 1
+                  ) -> list[tuple[str, DecodeConfig]]:
+    """The configs with one blank of `slots` positions from `first` whose length the model ends
+    with its learned signal (chosen_length.py), at least `least` tokens: one request then covers
+    every length up to `slots`, each candidate ending where its own fill does."""
+    return [(lab, replace(cfg, slack=(first, slots, least))) for lab, cfg in configs]
 
 
 def _lcs(a: Sequence[int], b: Sequence[int]) -> int:
@@ -119,7 +133,7 @@ def agreement(cands: Sequence[Candidate]) -> list[float]:
     out = []
     for i, a in enumerate(fills):
         f = [2 * _lcs(a, b) / (len(a) + len(b)) for j, b in enumerate(fills) if j != i and a and b]
-        out.append(sum(f) / len(f) if f else 0.0)
+        out.append(statistics.mean(f) if f else 0.0)  # exact: equal agreements tie, and ties keep pool order
     return out
 
 
@@ -157,17 +171,18 @@ RULES: dict[str, Callable[[FillScores], float]] = {
 
 
 def rule_values(cands: Sequence[Candidate], rule: str, weights: dict[str, float] | None = None,
-                length_prior: Callable[[int], float] | None = None) -> list[float]:
+                length_prior: Callable[[int], float] | None = None,
+                agreements: Sequence[float] | None = None) -> list[float]:
     """One number per candidate (higher is better): a rule of RULES, "mbr", "greedy" (the first
     candidate), or "mix" (weights over the other rules' values, plus an optional log length prior)."""
     if rule == "greedy":
         return [1.0] + [0.0] * (len(cands) - 1)
-    if rule == "mbr":
-        return agreement(cands)
+    if rule == "mbr":  # agreements: this pool's `agreement`, computed before (a study ranks a pool many times)
+        return list(agreements) if agreements is not None else agreement(cands)
     if rule.startswith(FLUENT):  # the rule's own values; `rank` puts the fluent candidates first
-        return rule_values(cands, rule[len(FLUENT):], weights, length_prior)
+        return rule_values(cands, rule[len(FLUENT):], weights, length_prior, agreements)
     if rule == "mix":
-        parts = {name: rule_values(cands, name) for name in (weights or {})}
+        parts = {name: rule_values(cands, name, agreements=agreements) for name in (weights or {})}
         return [sum(w * parts[n][i] for n, w in (weights or {}).items())
                 + (length_prior(c.length) if length_prior else 0.0) for i, c in enumerate(cands)]
     if rule not in RULES:
@@ -238,6 +253,6 @@ def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
     return sorted({min(hi, max(lo, int(math.floor(x + 0.5)))) for x in steps})
 
 
-__all__ = ["Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "candidate_batch", "candidates_of",
+__all__ = ["slack_configs", "Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "candidate_batch", "candidates_of",
            "length_grid", "length_requests", "make_candidates", "pool_configs", "rank", "resize_blank",
            "resize_encoded", "rule_values"]

@@ -362,9 +362,11 @@ def run(model, input_ids, blank_mask, cfg: DecodeConfig | None = None, tokenizer
 
 
 def run_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | DecodeConfig | None = None,
-              tokenizer=None, spans: Sequence[list[list[int]] | None] | None = None) -> list[Trace]:
+              tokenizer=None, spans: Sequence[list[list[int]] | None] | None = None,
+              compact_slack: bool = True) -> list[Trace]:
     """decode_batch to the end: one Trace per row (spans: each row's blank positions, or None).
-    A row with a slack blank comes back as the story as filled (chosen_length.compact)."""
+    A row with a slack blank comes back as the story as filled (chosen_length.compact), unless
+    compact_slack=False (the raw run, its slots and their closing, as an animation shows them)."""
     cfgs = [cfgs or DecodeConfig()] * len(requests) if not isinstance(cfgs, (list, tuple)) else list(cfgs)
     steps: list[list[Step]] = [[] for _ in requests]
     for walk in decode_batch(model, requests, cfgs, tokenizer):
@@ -377,7 +379,7 @@ def run_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] | D
         ids = torch.as_tensor(ids, dtype=torch.long).flatten().tolist()
         mask = torch.as_tensor(mask, dtype=torch.bool).flatten().tolist()
         trace = Trace(ids, mask, st, cfg.context, sp)
-        out.append(trace if cfg.slack is None else
+        out.append(trace if cfg.slack is None or not compact_slack else
                    compact(trace, SlackBlank(cfg.slack[0], cfg.slack[1], length_signal(model)["empty_id"])))
     return out
 

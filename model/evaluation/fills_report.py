@@ -18,7 +18,6 @@ import itertools
 import json
 import math
 import statistics
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +47,7 @@ class Recorded:
 
 class Study:
     """The records of one report and each window's pools, built once: the same list object each
-    time a pool is ranked, so its agreement is computed once (`agreement_once`)."""
+    time a pool is ranked, so its agreement is computed once (`agreements`)."""
 
     def __init__(self, records: list[dict]):
         self.records = records
@@ -65,25 +64,17 @@ class Study:
         return len(self.pools(kind)[0])
 
 
-@contextmanager
-def agreement_once():
-    """core.candidates.agreement computed once per pool while a report is built (the weight grid
-    ranks every pool ~150 times; agreement is the costly rule, an LCS per pair of fills). A
-    workaround while `rank` takes no values computed before: it memoizes the core's own function
-    by pool, it does not compute agreement itself."""
-    plain, memo = candidates.agreement, {}
+_AGREEMENTS: dict[int, tuple[list, list[float]]] = {}  # id(pool) -> (pool, its agreement)
 
-    def once(cands):
-        hit = memo.get(id(cands))
-        if hit is None or hit[0] is not cands:
-            hit = memo[id(cands)] = (cands, plain(cands))
-        return list(hit[1])
 
-    candidates.agreement = once
-    try:
-        yield
-    finally:
-        candidates.agreement = plain
+def agreements(cands: list[Recorded]) -> list[float]:
+    """core.candidates.agreement of a pool, computed once per pool object while a report is built
+    (the weight grid ranks every pool ~150 times; agreement, an LCS per pair of fills, is the
+    costly rule); rank takes the values as they are."""
+    hit = _AGREEMENTS.get(id(cands))
+    if hit is None or hit[0] is not cands:
+        hit = _AGREEMENTS[id(cands)] = (cands, candidates.agreement(cands))
+    return hit[1]
 
 
 def _prior(lengths: list[int]):
@@ -96,7 +87,7 @@ def _prior(lengths: list[int]):
 def choose(cands: list[Recorded], rule: str, weights: dict | None = None, prior=None) -> Recorded:
     """The candidate `rule` picks: core.candidates.rank's first. For "mix" and "fluent_mix",
     `weights` over the other rules; its "prior" entry weighs the log length prior `prior`."""
-    kw = {}
+    kw = {"agreements": agreements(cands)}
     if weights is not None:
         kw["weights"] = {k: w for k, w in weights.items() if w and k != "prior"}
         if prior is not None:
@@ -148,28 +139,28 @@ def summary(rows: list[tuple]) -> dict:
 
 def table_rows(records: list[dict]) -> list[dict]:
     study, out = Study(records), []
-    with agreement_once():
-        for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
-            for n in ns:
-                N = n or study.size(kind)
-                fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
-                for rule in ("greedy",) * (not lengths) + REPORTED + ("mix",) + tuple(f"fixed {r}" for r in fixed):
-                    if rule == "mix":
-                        rows, w = tune_mix(study, kind, N, lengths)
-                        name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
-                    elif rule.startswith("fixed "):  # no prior, nothing fitted here
-                        rows = compare(study, kind, N, rule[6:], weights=SHIPPED_LENGTH_WEIGHTS)
-                        name = f"{rule[6:]} (fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})" + \
-                            (" = the app's" if rule[6:] == SHIPPED_LENGTH_RULE else "")
-                    else:
-                        rows, name = compare(study, kind, N, rule), rule
-                    s = summary(rows)
-                    within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
-                    s["len_within_25"] = sum(within) / len(within)
-                    full = N == study.size(kind)  # timed: the whole pool's batch only
-                    secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
-                    passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools(kind, N))
-                    out.append({"pool": kind, "n": N, "rule": name, **s, "ms": secs and 1000 * secs, "passes": passes})
+    _AGREEMENTS.clear()
+    for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
+        for n in ns:
+            N = n or study.size(kind)
+            fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
+            for rule in ("greedy",) * (not lengths) + REPORTED + ("mix",) + tuple(f"fixed {r}" for r in fixed):
+                if rule == "mix":
+                    rows, w = tune_mix(study, kind, N, lengths)
+                    name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
+                elif rule.startswith("fixed "):  # no prior, nothing fitted here
+                    rows = compare(study, kind, N, rule[6:], weights=SHIPPED_LENGTH_WEIGHTS)
+                    name = f"{rule[6:]} (fixed weights: {json.dumps(SHIPPED_LENGTH_WEIGHTS)})" + \
+                        (" = the app's" if rule[6:] == SHIPPED_LENGTH_RULE else "")
+                else:
+                    rows, name = compare(study, kind, N, rule), rule
+                s = summary(rows)
+                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
+                s["len_within_25"] = sum(within) / len(within)
+                full = N == study.size(kind)  # timed: the whole pool's batch only
+                secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
+                passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools(kind, N))
+                out.append({"pool": kind, "n": N, "rule": name, **s, "ms": secs and 1000 * secs, "passes": passes})
     return out
 
 
