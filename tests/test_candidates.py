@@ -161,8 +161,10 @@ def test_length_grid():
         length_grid(9, 3)
 
 
-def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path):
-    """python -m model.fills on 4 windows of a tiny random model: the records and the table."""
+@pytest.mark.parametrize("signal", [False, True])
+def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal):
+    """python -m model.fills on 4 windows of a tiny random model: the records and the table; with a
+    length signal, a fourth pool whose fills end themselves within the slots."""
     import json
     import random
 
@@ -178,15 +180,22 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path):
     (data / "eval.txt").write_text("\n".join(paras) + "\n")
     tok = train_tokenizer(paras * 3, vocab_size=300)
     model = make_a3(vocab_size=len(tok), max_position_embeddings=256)
+    if signal:
+        model.a3_config.length_signal = {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12}
     model.save_pretrained(tmp_path / "m", tokenizer=tok)
     main(["--model", str(tmp_path / "m"), "--data", str(data), "--windows", "4", "--work", str(tmp_path / "w"),
           "--out", str(tmp_path / "out")])
     recs = [json.loads(x) for x in (tmp_path / "w" / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 4, "one record per window"
     kinds = {c["kind"] for c in recs[0]["candidates"]}
-    assert kinds == {"orders", "samples", "lengths"}, f"three pools per window: {kinds}"
+    assert kinds == {"orders", "samples", "lengths", *(["signal"] * signal)}, f"pools per window: {kinds}"
     table = (tmp_path / "out" / "fills-m.md").read_text()
     assert "| orders | 8 | right |" in table and "| lengths |" in table, table[:400]
+    if signal:
+        ends = [c for r in recs for c in r["candidates"] if c["kind"] == "signal"]
+        assert len(ends) == 16 and all(1 <= c["length"] <= 12 for c in ends), "4 members, each its own length"
+        assert all(3 not in c["fill_ids"] for c in ends), "no fill holds the empty token"
+        assert "| signal | 4 | fluent_mbr |" in table, "the report ranks the signal pool"
 
 
 class _Words:

@@ -11,6 +11,10 @@ infill_task.py), made with the model's own tokenizer. Per window, three batched 
   samples   greedy left to right + 7 samples at temperature 0.8, the true length
   lengths   the true length hidden: greedy left to right and outside-in (groups of 4) at each length
             of length_grid(1, 2 x the mean reference length), the range a `[[?]]` blank gets
+  signal    (a checkpoint with a learned length signal) the true length hidden: one blank of as
+            many slots as the grid's longest length (at most the checkpoint's max_slots), the first
+            4 members of the "orders" pool, each ending its fill where the model writes the empty
+            token (core/chosen_length.py)
 
 Every candidate is scored (core/scoring.score_fills) and its ROUGE-L against the reference
 recorded, one JSON line per window in WORK/records.jsonl (resumable). The report
@@ -27,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from model.core.candidates import length_grid, length_requests, make_candidates, pool_configs
+from model.core.candidates import length_grid, length_requests, make_candidates, pool_configs, slack_configs
+from model.core.chosen_length import length_signal
 from model.core.decode import DecodeConfig
 from model.core.sampling import SamplingConfig
 
@@ -49,13 +54,18 @@ def candidate_records(kind: str, cands, scorer, reference: str, tokenizer) -> li
 
 
 def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: int) -> dict:
-    """The three batched decodes of one window, every candidate scored and compared with the reference."""
+    """The batched decodes of one window (three, four with a length signal), every candidate scored
+    and compared with the reference."""
     L = len(win.blank)
     rec = {"window": win.index, "true_length": L, "reference": win.reference, "candidates": [], "seconds": {}}
     at = lambda lengths: length_requests(win.input_ids, win.blank_mask(), [win.blank], lengths)  # noqa: E731
     jobs = [("orders", at([L]), pool_configs("orders", 8, seed)), ("samples", at([L]), pool_configs("samples", 8, seed)),
             ("lengths", at(grid),
              [(lab, DecodeConfig(**{**vars(c), "sampling": SamplingConfig(seed=seed)})) for lab, c in LENGTH_CONFIGS])]
+    signal = length_signal(model)
+    if signal:  # one request of M slots; every member ends its own fill
+        M = min(max(grid), signal["max_slots"])
+        jobs.append(("signal", at([M]), slack_configs(pool_configs("orders", 4, seed), win.blank[0], M, 1)))
     for kind, reqs, cfgs in jobs:
         t0 = time.perf_counter()
         cands = make_candidates(model, reqs, cfgs, tokenizer)

@@ -25,6 +25,7 @@ from model.core import candidates
 from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, rank
 from model.core.scoring import FillScores
 
+LENGTH_POOLS = ("lengths", "signal")  # the pools where the model chooses the length
 REPORTED = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
 GRID = {"right": (0, 0.5, 1), "both_per_token": (0, 1, 4, 16), "mbr": (0, 2, 8, 32), "prior": (0, 1, 3)}
 
@@ -140,11 +141,15 @@ def summary(rows: list[tuple]) -> dict:
 def table_rows(records: list[dict]) -> list[dict]:
     study, out = Study(records), []
     _AGREEMENTS.clear()
-    for kind, ns, lengths in (("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)):
+    kinds = [("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)]
+    if any(c["kind"] == "signal" for c in records[0]["candidates"]):  # a checkpoint with a length signal
+        kinds.append(("signal", (None,), True))
+    for kind, ns, lengths in kinds:
         for n in ns:
             N = n or study.size(kind)
-            fixed = ("mix", SHIPPED_LENGTH_RULE) if lengths else ()  # the app's fixed length weights, without / with its gate
-            for rule in ("greedy",) * (not lengths) + REPORTED + ("mix",) + tuple(f"fixed {r}" for r in fixed):
+            fixed = ("mix", SHIPPED_LENGTH_RULE) if kind == "lengths" else ()  # the app's grid weights, without / with its gate
+            rules = ("greedy",) * (kind != "lengths") + REPORTED + ("mix",) * (kind != "signal")
+            for rule in rules + tuple(f"fixed {r}" for r in fixed):
                 if rule == "mix":
                     rows, w = tune_mix(study, kind, N, lengths)
                     name = "mix (cross-fitted: " + " / ".join(json.dumps({k: v for k, v in x.items() if v}) for x in w) + ")"
@@ -175,6 +180,9 @@ def write_report(records: list[dict], args, grid: list[int], command: str) -> Pa
              f"made with the model's tokenizer; mean true length {statistics.mean(r['true_length'] for r in records):.1f} tokens",
              f"- unknown length: lengths {grid} (1 to 2x the mean reference length); greedy left to right and "
              "outside-in (groups of 4) at each",
+             f"- signal (a checkpoint with a learned length signal): one blank of {max(grid)} slots at most, the first "
+             "4 members of the orders pool, each fill ending where the model writes its empty token; greedy = its "
+             "left-to-right member",
              "- greedy: the left-to-right greedy fill at the true length; diff: the rule's pick minus greedy, ROUGE-L x 100, "
              "with its 95% interval (paired); oracle: the best candidate by ROUGE-L (an upper bound no rule can see)",
              "- time: mean wall seconds of the pool's one batched decode plus its scoring (all 8 members or all lengths), "
@@ -184,8 +192,8 @@ def write_report(records: list[dict], args, grid: list[int], command: str) -> Pa
              "| pool | N | rule | ROUGE-L | diff vs greedy (95%) | oracle | fluency | length error p10 / p50 / p90 | within 25% | ms / infill | passes |",
              "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
-        le = "–" if r["pool"] != "lengths" else "{} / {} / {}".format(*r["len_err"])
-        within = "–" if r["pool"] != "lengths" else f"{100 * r['len_within_25']:.0f}%"
+        le = "–" if r["pool"] not in LENGTH_POOLS else "{} / {} / {}".format(*r["len_err"])
+        within = "–" if r["pool"] not in LENGTH_POOLS else f"{100 * r['len_within_25']:.0f}%"
         lines.append(f"| {r['pool']} | {r['n']} | {r['rule']} | {r['rougeL']:.2f} | {r['diff']:+.2f} ± {r['ci']:.2f} | "
                      f"{r['oracle']:.2f} | {r['fluency']:.2f} | {le} | {within} | {'–' if r['ms'] is None else round(r['ms'])} | {r['passes']:.1f} |")
     path = out / f"fills-{name}.md"
@@ -213,7 +221,7 @@ def plot(tables: dict[str, list[dict]], path: Path, rules: tuple[str, ...] = ("s
     for i in range(int(lo), int(hi) + 1):
         d.line([(X(i), 34), (X(i), H - 10)], fill="#e5e7eb" if i else "#6b7280")
         d.text((X(i) - 4, H - 24), str(i), fill="#6b7280", font=font)
-    colors = {"orders": "#4f46e5", "samples": "#db2777", "lengths": "#059669"}
+    colors = {"orders": "#4f46e5", "samples": "#db2777", "lengths": "#059669", "signal": "#d97706"}
     for model, rows in tables.items():
         d.text((10, y), model, fill="black", font=font)
         y += 20
