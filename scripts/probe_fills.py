@@ -24,12 +24,27 @@ STORIES = [
     "\"Are you coming to the party tonight?\" asked Sara. [[8]] said Tom, looking at his phone.",
     "She opened the letter with trembling hands. [[8]] and sat down on the stairs to read it again.",
 ]
+# six more, written for the right-side work before any model filled them, and never tuned on:
+# each blank has to lead into the text after it
+OWN_STORIES = [
+    "The train was already moving when Jonah reached the platform. [[8]] and jumped through the open door just in time.",
+    "Our garden has never looked better this spring. The tulips came up early, [[8]] the roses along the fence are "
+    "full of buds.",
+    "To reset the router, unplug it from the wall and wait thirty seconds. [[8]] the lights on the front panel turn green.",
+    "The museum will be closed on Monday for repairs. Visitors with tickets for that day [[8]] by calling the front desk.",
+    "\"I can't find my keys anywhere,\" said Maya. \"[[8]]\" her brother replied, pointing at the kitchen table.",
+    "After the storm passed, the whole village came out to help. [[8]] while the children carried buckets of water "
+    "from the well.",
+]
+SETS = {"modern": STORIES, "own": OWN_STORIES, "all": STORIES + OWN_STORIES}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", help="A3 checkpoints (full or adapter) to compare")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--set", choices=sorted(SETS), default="modern", help="which passages: the six modern ones, "
+                   "the six written for the right-side work (own), or all twelve")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from model.backbones.lora import load_a3
@@ -42,7 +57,7 @@ def main(argv=None) -> None:
     for path in args.models:
         model, tok = load_a3(path)
         print(f"## {Path(path).name}\n")
-        for story in STORIES:
+        for story in SETS[args.set]:
             enc = encode_segments(tok, parse_template(story), tok.bos_token_id)
             cands = make_candidates(model, [(enc.input_ids, enc.blank_mask, enc.blank_spans, 8)],
                                     pool_configs("orders", 4), tok)
