@@ -14,9 +14,13 @@ decodes them in one `run_batch` (core/decode.py: one walk per step for every row
   never runs inside (nor is billed to, nor fails with) another user's GPU call. A job's own rows
   (the candidates of one story) still share one call. The UI then animates the recorded steps on
   the CPU.
-A small model decodes on one CPU thread (model_menu.cpu_threads). Decoding, scoring, candidate
-assembly and ranking are the core's (decode, scoring, candidates): nothing here samples or scores
-by itself.
+A blank whose length the model ends with its learned signal (a config with `slack`) is decoded as
+it happened, in slot coordinates (run_batch(compact_slack=False): the animation shows its slots
+closing), and scored, assembled and ranked as the story as filled (`as_filled`,
+core/chosen_length.compact): no score ever sees the empty token.
+A small model decodes on one CPU thread, a large one on every core (model_menu.cpu_threads).
+Decoding, scoring, candidate assembly and ranking are the core's (decode, scoring, candidates):
+nothing here samples or scores by itself.
 """
 from __future__ import annotations
 
@@ -27,8 +31,10 @@ from dataclasses import dataclass, field
 import torch
 
 from model.core.candidates import candidate_batch, candidates_of, rank
+from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
 from model.core.scoring import blanks_logp, score_fills
+from model.core.trace import Trace
 
 from . import model_menu, run_file
 
@@ -46,10 +52,20 @@ def _duration(key, rows, cfgs, kinds) -> int:
     return int(min(120, 15 + 0.02 * sum(sum(map(bool, r[1])) for r in rows)))
 
 
+def as_filled(trace: Trace, cfg: DecodeConfig, empty_id: int | None) -> Trace:
+    """The story as filled: a row whose blank the model ended (cfg.slack) without its empty slots
+    (chosen_length.compact, with Trace.chosen); any other row as it is."""
+    if cfg.slack is None:
+        return trace
+    first, slots, least = cfg.slack
+    return compact(trace, SlackBlank(first, slots, empty_id, least))
+
+
 def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: list[str]):
     """Decode every row (ids, blank_mask, spans) in one batch and score each: kind "run" gets the
     exact log p of its blanks given the visible text (scoring.blanks_logp: the same scale for every
-    order), kind "candidate" its FillScores. Returns (traces, scores, seconds)."""
+    order), kind "candidate" its FillScores. A row the model ends itself comes back as decoded
+    (its slots and their closing) and is scored as filled (`as_filled`). Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
     before = torch.get_num_threads()
@@ -57,8 +73,10 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok, [r[2] for r in rows])
-        filled, scores = [(t.output_ids, t.blank_mask) for t in traces], [None] * len(traces)
+        traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok, [r[2] for r in rows], compact_slack=False)
+        empty_id = length_signal(model).get("empty_id")
+        filled = [as_filled(t, c, empty_id) for t, c in zip(traces, cfgs)]
+        filled, scores = [(t.output_ids, t.blank_mask) for t in filled], [None] * len(traces)
         for kind, score in (("run", blanks_logp), ("candidate", score_fills)):
             idx = [i for i, k in enumerate(kinds) if k == kind]
             for i, s in zip(idx, score(model, [filled[i] for i in idx])):
@@ -164,24 +182,32 @@ def execute(run) -> dict:
 
 
 def execute_candidates(run, plan) -> dict:
-    """Decode a candidate plan (candidate_plan.CandidatePlan: one request per blank length, the
-    pool's configs) in one job, rank by the plan's rule, and return the winner's record with the
-    ranked candidates (each a record of its own, for showing and for putting into the story). Every
-    record holds the request as the user made it (`settings`); the label says who made each fill."""
+    """Decode a candidate plan (candidate_plan.CandidatePlan: one request per blank length, or one
+    of M slots the model ends itself, and the pool's configs) in one job, rank by the plan's rule,
+    and return the winner's record with the ranked candidates (each a record of its own, for
+    showing and for putting into the story). Every record holds the request as the user made it
+    (`settings`); the label says who made each fill. Candidates are ranked as filled; each record
+    keeps its run as decoded (run_file.make_record's `chosen`: the slots the animation closes)."""
     t0 = time.perf_counter()
     requests = [r.request for r in plan.requests]
     rows, cfgs = candidate_batch(requests, plan.configs)
-    traces, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate"] * len(rows)))
-    cands = candidates_of(requests, plan.configs, traces, scores)
+    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate"] * len(rows)))
+    slack = plan.slack
+    filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
+    cands = candidates_of(requests, plan.configs, filled, scores)
     ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
     total, records, at = time.perf_counter() - t0, [], {id(c): i for i, c in enumerate(cands)}
     for c in ranked:
-        enc = plan.requests[at[id(c)] // len(plan.configs)].enc
-        rec = run_file.make_record(run.model, run.request.settings, enc, c.trace, c.scores.both, total, run.tokenizer)
+        i = at[id(c)]
+        enc = plan.requests[i // len(plan.configs)].enc
+        rec = run_file.make_record(run.model, run.request.settings, enc, raw[i], c.scores.both, total, run.tokenizer,
+                                   chosen=slack)
         records.append({"label": c.label, "length": c.length, "value": c.values[plan.rule],
                         "story": c.scores.story, "right": c.scores.right, "both": c.scores.both, "record": rec})
     winner = dict(records[0]["record"])
     winner["candidates"] = records
     winner["ranking"] = {"rule": plan.rule, "pool": plan.pool, "n": len(plan.configs), "lengths": plan.lengths,
                          "note": plan.note}
+    if slack:
+        winner["ranking"]["slots"] = slack["slots"]
     return winner

@@ -4,6 +4,7 @@
                            greyed out, so the replay slider can scrub through it)
     token_figure(rec)      chosen-token probability and entropy of every generated token, in text
                            order, with the top-k alternatives on hover
+A blank the model ended itself is drawn as decoded (slot positions), without its empty slots.
 Token texts go into hover templates as data (`customdata`), with the characters plotly treats
 as markup (<, >, &) escaped, so a token can never inject HTML into a tooltip.
 """
@@ -15,6 +16,7 @@ import math
 import plotly.graph_objects as go
 
 from .render import BIN_COLORS, BINS, NEW_COLORS, prob_bin
+from .run_file import ended_slots
 
 FONT = dict(family="system-ui, sans-serif", size=12)
 PROB_SCALE = [[0.0, NEW_COLORS[0]], [0.3, NEW_COLORS[1]], [0.6, NEW_COLORS[2]], [0.9, NEW_COLORS[3]],
@@ -32,11 +34,13 @@ def _alts(alts: list) -> str:
 
 
 def _tokens(rec: dict) -> list[dict]:
-    """Every generated token, in text order: pos, tok, prob, entropy, step, alternatives."""
+    """Every generated token, in text order: pos, tok, prob, entropy, step, alternatives (not the
+    empty token that ended a fill the model ended itself)."""
+    gone = ended_slots(rec)
     rows = [dict(pos=p, tok=t, prob=pr, ent=e, step=s["index"] + 1, alts=a)
             for s in rec["steps"]
             for p, t, pr, e, a in zip(s["positions"], s["tokens"], s["probs"], s["entropy"],
-                                      s["alternatives"] or [[]] * len(s["positions"]))]
+                                      s["alternatives"] or [[]] * len(s["positions"])) if p not in gone]
     return sorted(rows, key=lambda r: r["pos"])
 
 

@@ -273,6 +273,14 @@ def tokenizer(key: str):
     return tok, context_size(model)
 
 
+def length_signal(key: str) -> dict:
+    """A menu model's learned length signal ({"empty_id", "empty_token", "max_slots"}), {} if none:
+    a [[?]] blank is then the model's to end (candidate_plan.py); ValueError as `load`."""
+    from model.core.chosen_length import length_signal as signal_of
+
+    return signal_of(load(key)[0])
+
+
 def model_note(key: str) -> str:
     """The Markdown note under the menu: size, context, device, and a warning for random weights."""
     from .texts import error_md, md_escape

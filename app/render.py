@@ -5,7 +5,10 @@
     stats_rows(rec)       speed and likelihood numbers of a run
     filled_text(rec)      the story with every blank filled, as plain text
     editor_spans(...)     the blank editor's value for a template
+    chosen_note(rec)      how long the model made a blank it ended itself, and how sure it was (words)
     api_answer(rec)       a finished run as the /fill API returns it: plain JSON data
+A blank the model ends itself (a record with `chosen`, run_file.py) is drawn as decoded: its M
+slots pending (▁) until a step ends the fill, and from that frame on without the slots it closed.
 All strings that came from a user or a model are returned as data for components that render
 text as text (HighlightedText, Textbox, Dataframe); `md_escape` guards the few that go into
 Markdown.
@@ -16,7 +19,7 @@ from __future__ import annotations
 from model.core.decode import DYNAMIC_ORDERS
 from model.core.infill import Blank, Segment
 
-from .run_file import trace_of
+from .run_file import ended_slots, filled_record, trace_of
 from .texts import md_escape, order_label  # noqa: F401 (md_escape: re-exported for the UI)
 
 PENDING = "blank"  # label of a token still to be generated
@@ -48,10 +51,11 @@ def _committed(rec: dict, k: int) -> dict[int, tuple[str, float, int]]:
 
 def frame_spans(rec: dict, k: int | None = None) -> list[tuple[str, str | None]]:
     """The story after k steps (all of them by default): visible text unlabelled, pending
-    blank tokens as ▁, tokens labelled by their probability bin ("new ..." for step k)."""
+    blank tokens as ▁, tokens labelled by their probability bin ("new ..." for step k); the slots
+    of a fill the model has ended by then are gone."""
     steps = rec["steps"]
     k = len(steps) if k is None else max(0, min(int(k), len(steps)))
-    done = _committed(rec, k)
+    done, gone = _committed(rec, k), ended_slots(rec, k)
     out: list[tuple[str, str | None]] = []
     for piece in rec["layout"]:
         if piece["kind"] == "text":
@@ -59,6 +63,8 @@ def frame_spans(rec: dict, k: int | None = None) -> list[tuple[str, str | None]]
             continue
         lead = piece["text"]
         for j, pos in enumerate(piece["positions"]):
+            if pos in gone:
+                continue
             if pos in done:
                 tok, p, idx = done[pos]
                 label = (NEW if idx == k - 1 else "") + prob_bin(p)
@@ -77,9 +83,16 @@ def caption(rec: dict, k: int | None = None) -> str:
     if k == 0:
         return f"Step 0{f' of {n}' if n else ''} · {total} blank tokens pending"
     s = steps[k - 1]
-    toks = " ".join(repr(t) for t in s["tokens"][:6]) + (" …" if len(s["tokens"]) > 6 else "")
-    return (f"Step {k} of {n} · filled {len(s['positions'])} token{'s' if len(s['positions']) != 1 else ''}: "
-            f"{toks} · {s['pending']} pending · {s['forward_passes']} forward passes · {s['elapsed']:.3f} s")
+    ended = ended_slots(rec, k) - ended_slots(rec, k - 1)  # the fill's end, written in this step
+    words = [t for p, t in zip(s["positions"], s["tokens"]) if p not in ended]
+    toks = " ".join(repr(t) for t in words[:6]) + (" …" if len(words) > 6 else "")
+    parts = [f"Step {k} of {n}"]
+    if words or not ended:
+        parts.append(f"filled {len(words)} token{'s' if len(words) != 1 else ''}: {toks}")
+    if ended:
+        parts.append(f"the model ended the fill: {len(ended)} slot{'s' if len(ended) != 1 else ''} closed")
+    return " · ".join(parts + [f"{s['pending']} pending", f"{s['forward_passes']} forward passes",
+                               f"{s['elapsed']:.3f} s"])
 
 
 def filled_text(rec: dict, k: int | None = None) -> str:
@@ -111,7 +124,33 @@ def stats_rows(rec: dict) -> list[tuple[str, str]]:
         ("log p, this run's order", f"{_fmt(st.get('log_likelihood'), '.2f')} "
                                     f"({'exact' if exact else 'group-factorized'})"),
         ("log p, left-to-right", f"{_fmt(st.get('ar_log_likelihood'), '.2f')} (exact)"),
-    ]
+    ] + ([("length the model chose", _chosen_cell(rec["chosen"]))] if rec.get("chosen") else [])
+
+
+def _chosen_cell(ch: dict) -> str:
+    """'12 of 16 slots · p(end there) 0.83 · p(this length) 0.41' for the stats table."""
+    out = f"{ch['length']} of {ch['slots']} slots"
+    if ch.get("p_end") is not None:
+        out += f" · p(end there) {ch['p_end']:.2f}"
+    if ch.get("p_length") is not None:
+        out += f" · p(this length) {ch['p_length']:.2f}"
+    return out
+
+
+def chosen_note(rec: dict) -> str:
+    """How long the model made a blank it ended itself, and how sure it was, in words ("" for a
+    record without one): 'The model ended the fill after 12 tokens (p = 0.83 that it ends there).'"""
+    ch = rec.get("chosen")
+    if not ch:
+        return ""
+    n = ch["length"]
+    tokens = f"{n} token{'s' if n != 1 else ''}"
+    if ch.get("p_end") is None:
+        return f"The model used all {ch['slots']} slots of the blank without ending the fill ({tokens})."
+    sure = f"p = {ch['p_end']:.2f} that it ends there"
+    if ch.get("p_length") is not None:
+        sure += f"; p = {ch['p_length']:.2f} that the fill is exactly {tokens} long, reading left to right"
+    return f"The model ended the fill after {tokens} ({sure})."
 
 
 def order_text(rec: dict) -> str:
@@ -175,10 +214,15 @@ def ranking_note(rec: dict) -> str:
     r = rec["ranking"]
     cands = rec["candidates"]
     text = (f"Best of {len(cands)} candidates ({r['pool']} pool) by {RULE_NAMES.get(r['rule'], r['rule'])}"
-            + (f", showing #{rec['shown'] + 1}" if rec.get("shown") else "") + ".")
+            + (f", showing #{rec['shown'] + 1}" if rec.get("shown") else "") + "." if len(cands) > 1
+            else "One candidate: your settings.")
     if r.get("lengths"):
         seen = list(dict.fromkeys(c["length"] for c in cands))
         text += f" Chosen length {seen[0]} tokens (runners-up: {', '.join(map(str, seen[1:4])) or 'none'})."
+    if r.get("slots"):
+        lengths = ", ".join(str(c["length"]) for c in cands[:8])
+        text += (f" The model ended {'each' if len(cands) > 1 else 'the'} fill itself, within {r['slots']} slots: "
+                 f"{lengths} tokens.")
     if r.get("note"):
         text += f" Note: {r['note']}."
     return text
@@ -187,7 +231,10 @@ def ranking_note(rec: dict) -> str:
 def api_answer(rec: dict) -> dict:
     """A finished run as plain data (the /fill API): the filled text; each blank's fill with its
     tokens, their probabilities and the step that wrote each; the order and its steps; the run's
-    log-likelihoods; and, for a candidate run, the ranked candidates and the rule."""
+    log-likelihoods; for a blank the model ended itself, its length and how sure the model was of
+    it (chosen_length); and, for a candidate run, the ranked candidates and the rule."""
+    ch = rec.get("chosen")
+    rec = filled_record(rec)  # the story as filled: no empty slot, positions as in the text
     done = _committed(rec, None)
     fills = rec.get("fills") or []
     blanks = [p for p in rec["layout"] if p["kind"] == "blank"]
@@ -201,6 +248,9 @@ def api_answer(rec: dict) -> dict:
                   "steps": [s["positions"] for s in rec["steps"]]},
         "log_likelihood": st["log_likelihood"], "factorization": st["factorization"],
         "left_to_right_log_likelihood": st["ar_log_likelihood"],
+        "chosen_length": None if not ch else {
+            "blank": ch["blank"], "length": ch["length"], "slots": ch["slots"], "p_end": ch.get("p_end"),
+            "p_length": ch.get("p_length"), "text": chosen_note({"chosen": ch})},
         "model": rec["model"]["key"], "settings": dict(rec["settings"]),
         "candidates": [{"rank": r[0], "fill": r[1], "tokens": r[2], "made_by": r[3], "score": r[4],
                         "log_p_after_blank": r[5], "log_p_fill_given_both_sides": r[6]} for r in candidate_rows(rec)],

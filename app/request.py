@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import gradio as gr
 from gradio.components.highlighted_text import HighlightedTextData
@@ -194,6 +194,8 @@ class PreparedRun:
     cfg: DecodeConfig
     tokenizer: object
     max_positions: int
+    # the model's learned length signal (core/chosen_length.length_signal): {} when it has none
+    signal: dict = field(default_factory=dict)
 
 
 def prepare(request: RunRequest, model_key, story_state=None, plan: bool = True) -> PreparedRun:
@@ -207,7 +209,8 @@ def prepare(request: RunRequest, model_key, story_state=None, plan: bool = True)
     if not plan and enc.chosen is not None:
         raise ValueError("this view needs every blank's length: give the [[?]] / [[a-b]] blank a number of tokens")
     info = {"label": entry.label, "key": entry.key, "trained": entry.trained}
-    return PreparedRun(request, info, segments, enc, request.decode_config(enc.blank_spans), tok, ctx)
+    return PreparedRun(request, info, segments, enc, request.decode_config(enc.blank_spans), tok, ctx,
+                       model_menu.length_signal(entry.key))
 
 
 # ----------------------------------------------------------------------------------------------

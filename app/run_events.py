@@ -116,6 +116,8 @@ def wire(page: SimpleNamespace) -> None:
         done = (f"Done: {st['tokens']} tokens in {len(rec['steps'])} steps, {st['forward_passes']} forward "
                 f"passes, {st['decode_seconds']:.3f} s ({st['tokens_per_s'] or 0:.0f} tokens/s).")
         cands = render.candidate_rows(rec)
+        if rec.get("chosen"):  # a blank the model ended itself: its length, and how sure it was
+            done += " " + render.chosen_note(rec)
         if rec.get("ranking"):
             done += " " + render.ranking_note(rec)
         return tuple(out) + (done, stats_table(rec), render.filled_text(rec), figures.order_figure(rec),
@@ -142,7 +144,8 @@ def wire(page: SimpleNamespace) -> None:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
             return
         # frame 0 at once; last run's numbers, plots, file and candidates cleared
-        wait = f"Computing {len(plan.requests) * len(plan.configs)} candidates…" if plan else "Computing…"
+        rows = len(plan.requests) * len(plan.configs) if plan else 1
+        wait = f"Computing {rows} candidates…" if rows > 1 else "Computing…"
         yield frame(preview(run, plan), 0)[:3] + (wait, [], "", None, None, gr.update(value=None, interactive=False),
                                                   gr.skip(), [], gr.update(choices=[], value=None, interactive=False))
         try:

@@ -6,6 +6,9 @@ draws it the file is held to what this app writes (run_file.py):
 - the sequence is at most the largest context the app serves (T <= MAX_POSITIONS);
 - every step fills at least one open blank, so there are no more steps than blank positions;
 - the derivable stats are recomputed from the steps, not trusted;
+- a blank the model ended itself (`chosen`) names a blank of the layout, its slots are all decided
+  by the steps (a word, the empty token or closed), and only its slots close; its length and
+  probabilities are recomputed from the steps;
 - settings are held to the widgets' rules: the file's request is rebuilt by RunRequest.check.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from model.core.infill import clean_text
 
 from .request import MAX_CHARS, MAX_CUSTOM_CHARS, MAX_SEED, RunRequest
 from .run_file import (FORMAT, MAX_ALTERNATIVES, MAX_DEPTH, MAX_FILE_BYTES, MAX_ID, MAX_POSITIONS, MAX_TOKEN_CHARS,
-                       VERSION, run_stats, trace_of)
+                       VERSION, chosen_length_of, run_stats, trace_of)
 
 
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)  # a string, or an unterminated one to the end
@@ -161,6 +164,11 @@ def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
     rec = {"format": FORMAT, "version": VERSION, "model": _model(raw.get("model")),
            "settings": _settings(raw.get("settings")), "layout": layout, "input_ids": list(ids),
            "blank_mask": list(mask), "steps": steps}
+    closed = {q for s in steps for q in s.get("closed", [])}
+    if raw.get("chosen") is not None:
+        rec["chosen"] = _chosen(raw["chosen"], layout, open_, closed)
+    else:
+        _need(not closed, "steps close blank slots, but the file names no blank whose length the model chose")
     fills = raw.get("fills")  # optional and derivable: a malformed one is dropped, not refused
     n_blanks = sum(p["kind"] == "blank" for p in layout)
     if isinstance(fills, list) and len(fills) == n_blanks and all(
@@ -168,8 +176,12 @@ def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
         rec["fills"] = list(fills)
     st = raw.get("stats") if isinstance(raw.get("stats"), dict) else {}
     ar, total = st.get("ar_log_likelihood"), st.get("total_seconds")  # the two numbers steps do not hold
-    rec["stats"] = run_stats(trace_of(rec), float(ar) if _finite(ar) and ar <= 0 else None,
-                             float(total) if _finite(total) and 0 <= total <= 1e6 else 0.0)
+    filled = trace_of(rec)  # the story as filled, when the model ended a blank itself
+    rec["stats"] = run_stats(filled, float(ar) if _finite(ar) and ar <= 0 else None,
+                             float(total) if _finite(total) and 0 <= total <= 1e6 else 0.0,
+                             steps if rec.get("chosen") else None)
+    if rec.get("chosen"):
+        rec["chosen"].update(chosen_length_of(rec, filled))
     created = raw.get("created")
     ok = isinstance(created, str) and len(created) <= 40 and not _SURROGATE.search(created)
     rec["created"] = created if ok else ""
@@ -181,7 +193,23 @@ def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
                           "lengths": [_int(x, f"ranking.lengths[{i}]", 1, MAX_POSITIONS)
                                       for i, x in enumerate(_list(r.get("lengths", []), "ranking.lengths", 64))],
                           "note": _str(r.get("note", ""), "ranking.note", 500)}
+        if r.get("slots") is not None:
+            rec["ranking"]["slots"] = _int(r["slots"], "ranking.slots", 1, MAX_POSITIONS)
     return rec
+
+
+def _chosen(c, layout: list[dict], open_: set[int], closed: set[int]) -> dict:
+    """A blank the model ended itself: which blank, its least length, the empty token; every slot
+    decided by the steps (none left open) and only its slots closed. The rest is recomputed."""
+    _obj(c, "chosen")
+    spans = [p["positions"] for p in layout if p["kind"] == "blank"]
+    blank = _int(c.get("blank"), "chosen.blank", 0, len(spans) - 1)
+    span = spans[blank]
+    _need(not open_ & set(span), "chosen: a slot of the blank the model ended is neither filled nor closed")
+    _need(closed <= set(span), "steps close positions outside the blank the model ended")
+    return {"blank": blank, "least": _int(c.get("least"), "chosen.least", 1, len(span)),
+            "empty_id": _int(c.get("empty_id"), "chosen.empty_id", 0, MAX_ID),
+            "empty_token": _str(c.get("empty_token", ""), "chosen.empty_token", MAX_TOKEN_CHARS)}
 
 
 def _candidate(c, i: int, n_blanks: int) -> dict:
