@@ -55,7 +55,10 @@ of the text it replaces (or the *new blank length* when that is above 0). Click 
 number as its label to resize it; click its × to undo it. Or write blanks in the text box:
 `[[N]]` is a blank of N tokens, e.g. `The cat [[4]] on the mat.` The space before a blank belongs
 to the blank (the model writes `␣sat`, as the tokenizer spells words). Control characters are
-removed; markup is shown as text.
+removed; markup is shown as text. `[[?]]` (or `[[3-12]]`) leaves the blank's length to the model:
+a model that learned where a fill ends gets a row of slots and ends the fill itself (the unused
+slots close on screen, and the result says how sure it was); any other model tries several
+lengths and the ranking picks one.
 
 **Orders.** Fixed orders fill the blank tokens left-to-right, right-to-left, in a seeded random
 order, or outside-in (from both edges of each blank towards its middle), *group size* tokens per
