@@ -106,8 +106,11 @@ def plan_candidates(run) -> CandidatePlan | None:
     members = _pool_members(run, n)
     if len(members) < n:
         notes.append(f"the {req.pool} pool has {len(members)} members different from your settings")
-    signal = getattr(run, "signal", None) or {}
+    signal = run.signal
     ends_itself = bool(chosen is not None and signal and chosen[1][0] <= signal["max_slots"])
+    if chosen is not None and signal and not ends_itself:
+        notes.append(f"the model ends fills within {signal['max_slots']} tokens and this range starts above "
+                     "that, so several lengths were tried")
     slots = min(chosen[1][1], signal["max_slots"]) if ends_itself else 0  # M
     grid = length_grid(*chosen[1], GRID_LENGTHS) if chosen is not None and not ends_itself else []
     spans = enc.blank_spans

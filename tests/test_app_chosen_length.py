@@ -167,6 +167,9 @@ def test_the_plan_uses_the_signal_and_falls_back_to_the_grid(prepared):
     assert len(grid.requests) > 1 and grid.rule == LENGTH_RULE and grid.slack is None, \
         "a model without the signal tries the grid of lengths"
     assert all(c.slack is None for _, c in grid.configs), "no slack without a signal"
+    above = plan_candidates(prepared("She [[20-40]] it.", 1))
+    assert above.slack is None and len(above.requests) > 1 and "starts above" in above.note, \
+        f"a range that starts above the model's slots tries the grid, and says so: {above.note!r}"
     fixed = plan_candidates(prepared("She [[3]] it.", 2))
     assert fixed.slack is None and all(c.slack is None for _, c in fixed.configs), "a given length is never slack"
 
