@@ -68,3 +68,18 @@ def test_unknown_precision_and_unmerged_adapters_are_refused():
     with pytest.raises(ValueError, match="merge the adapter"):
         apply_precision(add_lora(make_a3(), r=2, alpha=4), "bf16w")
     assert PRECISIONS[0] == "fp32", "fp32 is the reference and the first choice"
+
+
+def test_the_cpu_precision_benchmark_measures_speed_and_agreement(tiny):
+    """bench --cpu-precision's pieces on the tiny model: a positive bandwidth, speeds for both group
+    sizes, the fill and ranking times, and agreement of fp32 with itself (all of it, nothing moved)."""
+    from model.backbones.lora import load_a3
+    from model.evaluation.precision_bench import agreement, bandwidth, speed
+    ref, ids = tiny
+    _, tok = load_a3("assets/a3-austen-tiny")
+    assert bandwidth(1, mib=16, repeats=2) > 0.1, "a copy moves some GB/s"
+    s = speed(ref, tok, 1, repeats=1)
+    assert s["tok_s_g4"] > 0 and s["tok_s_g1"] > 0 and s["fill10_s"] > 0 and s["rank8_s"] > 0, f"speeds: {s}"
+    rows = ids[:64].expand(2, -1).clone()
+    a = agreement(ref, ref, rows)
+    assert a == {**a, "agree": 1.0, "max_dp": 0.0} and abs(a["nll_change"]) < 1e-9, f"fp32 vs itself: {a}"
