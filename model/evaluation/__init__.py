@@ -4,4 +4,5 @@
     fill_study + fills_report                    candidate pools, ranking rules, lengths (python -m model.fills)
     card_metrics + domains                       a model card's likelihoods, per domain (python -m model.metrics)
     benchmark + bench_systems + bench_report     the speed benchmark (python -m model.bench)
+    precision_bench                              CPU precisions and threads vs the bandwidth limit (--cpu-precision)
 """
