@@ -11,9 +11,10 @@ from model.backbones.precision import PRECISIONS, apply_precision, precision_of,
 from model.core.groups import group_ids_from_order
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 8, 9, 40])
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 32, 40])
 def test_bf16_linear_equals_fp32_math_on_the_widened_weights(rows):
-    """Kernel rows (<= 8) and mm rows (> 8): y = x @ bf16(W)^T + b to fp32 rounding, any width."""
+    """Kernel rows (<= 32, in blocks of 16) and mm rows (> 32): y = x @ bf16(W)^T + b to fp32
+    rounding, any width."""
     torch.manual_seed(rows)
     lin = torch.nn.Linear(37, 70)  # widths that are not multiples of 16 exercise the kernel's tail
     layer = Bf16Linear.from_linear(lin)

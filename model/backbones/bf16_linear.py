@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ROWS_MAX = 8  # at most this many rows take the kernel; more are compute-bound and use mm
+ROWS_MAX = 32  # at most this many rows take the kernel (two passes of 16); more are compute-bound and use mm
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -66,17 +66,25 @@ static void rows_bf16w(const float* xp, const uint16_t* wp, float* yp, int64_t K
 }
 
 typedef void (*rows_fn)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t, int64_t);
-static const rows_fn ROWS[8] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, rows_bf16w<4>,
-                                rows_bf16w<5>, rows_bf16w<6>, rows_bf16w<7>, rows_bf16w<8>};
+static const rows_fn ROWS[16] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, rows_bf16w<4>, rows_bf16w<5>,
+                                 rows_bf16w<6>, rows_bf16w<7>, rows_bf16w<8>, rows_bf16w<9>, rows_bf16w<10>,
+                                 rows_bf16w<11>, rows_bf16w<12>, rows_bf16w<13>, rows_bf16w<14>,
+                                 rows_bf16w<15>, rows_bf16w<16>};
 
-/* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), 1 <= R <= 8, on `threads` threads */
+/* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), on `threads` threads; rows in
+   blocks of 16 (one pass over the weights per block: 16 accumulators fit the 32 vector registers) */
 extern "C" void mm_bf16w(const float* x, const uint16_t* w, float* y, int64_t R, int64_t K, int64_t N, int threads) {
-  rows_fn f = ROWS[R - 1];
-  int64_t chunk = (N + threads - 1) / threads;
-  #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int t = 0; t < threads; ++t) {
-    int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-    if (n0 < n1) f(x, w, y, K, N, n0, n1);
+  for (int64_t r0 = 0; r0 < R; r0 += 16) {
+    int64_t rb = R - r0 < 16 ? R - r0 : 16;
+    rows_fn f = ROWS[rb - 1];
+    const float* xb = x + r0 * K;
+    float* yb = y + r0 * N;
+    int64_t chunk = (N + threads - 1) / threads;
+    #pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+      if (n0 < n1) f(xb, w, yb, K, N, n0, n1);
+    }
   }
 }
 """

@@ -102,8 +102,9 @@ def candidates_of(requests: Sequence[tuple], configs: Sequence[tuple[str, Decode
     jobs = [(r, lab) for r in requests for lab, _ in configs]
     out = []
     for (r, lab), t, s in zip(jobs, traces, scores):
-        if t.chosen:  # the model ended the fill itself (a slack blank): its own length
-            out.append(Candidate(f"{lab}, {t.chosen['length']} tokens (the model's end)", t, s, t.chosen["length"]))
+        if t.chosen:  # a slack blank: the model ended the fill itself, or used every slot
+            how = "the model's end" if t.chosen["p_end"] is not None else f"all {t.chosen['slots']} slots"
+            out.append(Candidate(f"{lab}, {t.chosen['length']} tokens ({how})", t, s, t.chosen["length"]))
         else:
             out.append(Candidate(f"{lab}{f', {r[3]} tokens' if multi else ''}", t, s, r[3]))
     return out

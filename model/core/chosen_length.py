@@ -112,9 +112,17 @@ def compact(trace: Trace, slack: SlackBlank) -> Trace:
         [shift[p] for p in sp if p not in removed] for sp in trace.spans]
     chosen = {"slots": slack.slots, "length": length, "p_end": p_end}
     before = [p_empty.get(p) for p in slots[:length]]
-    if p_end is not None and all(v is not None for v in before):  # every slot before the end was queried
+    if p_end is not None and _one_slot_a_step_in_order(trace.steps, slots[:length + 1]):
         chosen["p_length"] = math.prod(1 - v for v in before) * p_end
     return Trace(ids, mask, steps, trace.context, spans, chosen=chosen)
+
+
+def _one_slot_a_step_in_order(steps, slots: list[int]) -> bool:
+    """True when these slots were decided left to right, one per step, each seeing the ones before:
+    only then is prod(1 - p_empty) x p_end the probability of exactly that length."""
+    seen = [p for s in steps for p in _field(s, "positions") if p in slots]
+    alone = all(len([p for p in _field(s, "positions") if p in slots]) <= 1 for s in steps)
+    return alone and seen == slots
 
 
 def _subset(step: Any, keep: list[int], positions: list[int]):
