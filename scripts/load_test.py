@@ -4,6 +4,7 @@ then the same runs go through one client, one after another, for comparison.
     python scripts/load_test.py                          # launch `python app.py` on the shipped model, 16 clients
     python scripts/load_test.py --clients 32 --runs 3
     python scripts/load_test.py --url http://127.0.0.1:7860/ --key a3-austen-tiny
+    python scripts/load_test.py --model assets/a3-smollm2-mix --vs assets/a3-austen-tiny --no-serial   # both, one run
 
 The request: a 100-token story (the start of assets/examples/04-a-change-of-plans.txt, tokenized
 with the model's tokenizer) with one 10-token blank, left to right, greedy, animation off. A run
@@ -59,10 +60,10 @@ def launch(model_dir: Path, port: int) -> subprocess.Popen:
     raise SystemExit("app.py was not ready after 300 s")
 
 
-def one_run(client, args: list, timeout: float) -> tuple[float, str | None]:
+def one_run(client, args: dict, timeout: float) -> tuple[float, str | None]:
     """(seconds from submit to the last frame, error or None) of one /run."""
     t0 = time.perf_counter()
-    job = client.submit(*args, api_name="/run")
+    job = client.submit(**args, api_name="/run")
     # block on the job's future: polling it from 16 threads would cost this 2-core machine a core
     if not futures.wait([job], timeout=timeout).done:
         job.cancel()
@@ -75,7 +76,7 @@ def one_run(client, args: list, timeout: float) -> tuple[float, str | None]:
     return secs, None if status.startswith("Done:") else f"no 'Done:' line: {str(outs[-1][3] if outs else None)[:120]}"
 
 
-def phase(url: str, args: list, clients: int, runs: int, timeout: float) -> dict:
+def phase(url: str, args: dict, clients: int, runs: int, timeout: float) -> dict:
     """`clients` clients, each on its own session and thread, each doing `runs` runs back to back."""
     from gradio_client import Client
 
@@ -111,6 +112,8 @@ def main(argv=None):
     p.add_argument("--model", default=str(ROOT / "assets" / "a3-austen-tiny"),
                    help="checkpoint to serve (and whose tokenizer writes the story)")
     p.add_argument("--key", help="menu key to request (default: the app's default model)")
+    p.add_argument("--vs", help="a second checkpoint of the same app's menu (e.g. assets/a3-austen-tiny): the same "
+                   "concurrent load on it, in the same run, and the ratio of the p95 latencies")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients")
     p.add_argument("--runs", type=int, default=5, help="runs per client; the serial phase does clients x runs")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run counts as an error")
@@ -119,7 +122,6 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     model = Path(a.model).resolve()
-    template = story(model)
     proc = None if a.url else launch(model, a.port)
     url = a.url or f"http://127.0.0.1:{a.port}/"
     try:
@@ -127,26 +129,35 @@ def main(argv=None):
 
         c = Client(url, verbose=False)
         menu = next(x for x in c.config["components"] if x.get("props", {}).get("elem_id") == "model")
-        key = a.key or menu["props"]["value"]  # the app's default model (a menu key is a name)
-        args = [template, key, "left_to_right", 1, 0, "", 0, 0, 1, "0", 0, 1, "orders"]  # greedy, one candidate, animation off
-        secs, err = one_run(c, args, a.timeout)  # warm-up: the first run pays for lazy imports
+        targets = [(a.key or menu["props"]["value"], model)]  # the app's default: --model, first in its menu
+        if a.vs:
+            targets.append((Path(a.vs).resolve().name, Path(a.vs).resolve()))
+        rows = []
+        for key, mdir in targets:
+            # greedy, one candidate, animation off
+            args = dict(text=story(mdir), model=key, order="left_to_right", speed=0, candidates=1)
+            secs, err = one_run(c, args, a.timeout)  # warm-up: the first run pays for lazy imports and loading
+            if err:
+                raise SystemExit(f"the warm-up run on {key} failed: {err}")
+            print(f"app {url} · model {key} · request: 100-token story, one 10-token blank, left to right, "
+                  f"greedy, animation off · warm-up {secs:.2f} s · CPUs: {os.cpu_count()}, "
+                  f"load average {os.getloadavg()[0]:.1f}")
+            rows.append({"model": key, **phase(url, args, a.clients, a.runs, a.timeout)})
+            if not a.no_serial:
+                rows.append({"model": key, **phase(url, args, 1, a.clients * a.runs, a.timeout)})
         c.close()
-        if err:
-            raise SystemExit(f"the warm-up run failed: {err}")
-        print(f"app {url} · model {key} · request: 100-token story, one 10-token blank, left to right, "
-              f"greedy, animation off · warm-up {secs:.2f} s · CPUs: {os.cpu_count()}, "
-              f"load average {os.getloadavg()[0]:.1f}")
-        rows = [phase(url, args, a.clients, a.runs, a.timeout)]
-        if not a.no_serial:
-            rows.append(phase(url, args, 1, a.clients * a.runs, a.timeout))
-        print("\n| clients | runs | errors | p50 (s) | p95 (s) | max (s) | wall (s) | runs/s |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| model | clients | runs | errors | p50 (s) | p95 (s) | max (s) | wall (s) | runs/s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['clients']} | {r['runs']} | {r['errors']} | {r['p50']:.2f} | {r['p95']:.2f} | "
+            print(f"| {r['model']} | {r['clients']} | {r['runs']} | {r['errors']} | {r['p50']:.2f} | {r['p95']:.2f} | "
                   f"{r['max']:.2f} | {r['wall']:.1f} | {r['runs_per_s']:.2f} |")
+        if a.vs:
+            conc = [r for r in rows if r["clients"] == a.clients]
+            print(f"\np95 with {a.clients} clients: {conc[0]['model']} {conc[0]['p95']:.2f} s = "
+                  f"{conc[0]['p95'] / conc[1]['p95']:.2f}x {conc[1]['model']} ({conc[1]['p95']:.2f} s)")
         for r in rows:
             if r["errors"]:
-                print(f"first error with {r['clients']} client(s): {r['first_error']}")
+                print(f"first error on {r['model']} with {r['clients']} client(s): {r['first_error']}")
         return 1 if any(r["errors"] for r in rows) else 0
     finally:
         if proc is not None:

@@ -9,8 +9,9 @@ The visible text is the context (group 0 with the default "block" context groupi
 encodes it); the blank tokens follow in `groups`. With singleton groups the sum is the exact
 log p(blanks | visible text); otherwise the group-factorized likelihood (docs/DESIGN.md, "The
 factorization"). The app's left-to-right score, the evaluation's reference NLL and the metrics'
-infilling NLL all call this function. Rows of a batch are scored together when they share a blank
-layout (`by_layout`), one forward per layout.
+infilling NLL all call this function. Rows that are candidates of one story (`by_layout`: the same
+blank layout and visible text) are scored together, their shared part encoded once
+(`shared_logprobs`).
 """
 from __future__ import annotations
 
@@ -67,13 +68,55 @@ class FillScores:
 
 
 def by_layout(rows: Sequence[tuple]) -> Iterator[tuple[torch.Tensor, list[int], torch.Tensor]]:
-    """Rows [(ids (T,), blank_mask (T,)), ...] grouped by blank layout, each group stacked:
-    yields (blank_mask (T,) bool, the rows' indices, ids (R, T)), so one forward scores a group."""
+    """Rows [(ids (T,), blank_mask (T,)), ...] grouped by blank layout and visible text (the
+    candidates of one story), each group stacked: yields (blank_mask (T,) bool, the rows' indices,
+    ids (R, T)); a group's rows differ in their blanks only."""
     groups: dict[tuple, list[int]] = {}
-    for i, (_, mask) in enumerate(rows):
-        groups.setdefault(tuple(torch.as_tensor(mask, dtype=torch.bool).tolist()), []).append(i)
-    for key, idx in groups.items():
+    for i, (ids, mask) in enumerate(rows):
+        m = torch.as_tensor(mask, dtype=torch.bool)
+        key = (tuple(m.tolist()), tuple(torch.as_tensor(ids, dtype=torch.long)[~m].tolist()))
+        groups.setdefault(key, []).append(i)
+    for (key, _), idx in groups.items():
         yield torch.tensor(key), idx, torch.stack([torch.as_tensor(rows[i][0], dtype=torch.long) for i in idx])
+
+
+def shared_logprobs(model, ids: torch.Tensor, groups: torch.Tensor, shared: int, queries: torch.Tensor,
+                    context_queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p of rows that agree on their first `shared` positions (in `groups` order), under one grouping.
+
+    ids (R, T): the rows; groups (T,): one grouping for all of them with every position of
+    `order[:shared]` (order = positions by group) below every other; queries (M,): the positions
+    whose log-probabilities are wanted, each outside the shared part; context_queries: positions
+    inside it (the same in every row, scored once). The shared part's content states are
+    computed once for all rows (one walk of one row) and copied into every row's cache, like
+    decoding's shared context; a second walk adds each row's own positions and asks the
+    queries. Equal to token_logprobs under `groups` (tested), at the cost of the rows' own part.
+    Returns ((R, M) log p at `queries`, (K,) log p at `context_queries` or None)."""
+    from .two_stream import KVCache, two_stream_walk
+    dev, base = model.device, model.base
+    R, T = ids.shape
+    g = groups.clone()
+    g[0] = -1  # the BOS: seen by every row, predicted by none (groups.BOS_GROUP)
+    order = torch.argsort(g, stable=True)
+    ctx, own = order[:shared], order[shared:]  # (S,), (T - S,) positions
+    ids, g = ids.to(dev), g.to(dev)
+    cache = KVCache.empty(base, 1, T, dev, model.w.dtype)
+    cq = context_queries if context_queries is not None and len(context_queries) else ctx[:1]
+    cq = cq.to(dev)
+    c_states, _ = two_stream_walk(base, model.embed(ids[:1, ctx]), ctx[None].to(dev), g[ctx][None],
+                                  torch.ones(1, shared, dtype=torch.bool, device=dev),
+                                  model.query_input(1, len(cq)), cq[None], g[cq][None].clamp(min=0), cache=cache)
+    ctx_lp = None
+    if context_queries is not None and len(context_queries):
+        lp = torch.log_softmax(model.head(c_states)[0], -1)  # (K, V)
+        ctx_lp = lp.gather(1, ids[0, cq][:, None])[:, 0].cpu()
+    cache = cache.expand(torch.zeros(R, dtype=torch.long, device=dev), T)
+    own_d, q = own.to(dev), queries.to(dev)
+    q_states, _ = two_stream_walk(base, model.embed(ids[:, own_d]), own_d.expand(R, -1), g[own_d].expand(R, -1),
+                                  torch.ones(R, len(own), dtype=torch.bool, device=dev),
+                                  model.query_input(R, len(q)), q.expand(R, -1), g[q].expand(R, -1), cache=cache)
+    lp = torch.log_softmax(model.head(q_states), -1)  # (R, M, V)
+    return lp.gather(2, ids[:, q][..., None])[..., 0].cpu(), ctx_lp
 
 
 @torch.no_grad()
@@ -82,8 +125,10 @@ def blanks_logp(model, rows: Sequence[tuple]) -> list[float]:
     default grouping (one blank token at a time, left to right), exact, on the same scale for every
     order a row was decoded in."""
     out = [0.0] * len(rows)
-    for mask, idx, ids in by_layout(rows):
-        lp = score_blanks(model, ids, mask).reshape(len(idx), -1).sum(-1)  # (R,)
+    for mask, idx, ids in by_layout(rows):  # the visible text encoded once per story (shared_logprobs)
+        blanks = mask.nonzero().flatten()
+        g = group_ids_from_order(ids.shape[1], (~mask).nonzero().flatten().tolist(), [[p] for p in blanks.tolist()])
+        lp = shared_logprobs(model, ids, g, ids.shape[1] - len(blanks), blanks)[0].sum(-1)  # (R,)
         for i, v in zip(idx, lp.tolist()):
             out[i] = v
     return out
@@ -91,16 +136,22 @@ def blanks_logp(model, rows: Sequence[tuple]) -> list[float]:
 
 @torch.no_grad()
 def score_fills(model, rows: Sequence[tuple]) -> list[FillScores]:
-    """FillScores of filled sequences [(ids (T,), blank_mask (T,)), ...]: two forwards per group of
-    rows that share a layout (one left to right over every token, one with both sides visible)."""
+    """FillScores of filled sequences [(ids (T,), blank_mask (T,)), ...]. The candidates of one story
+    share everything before the first blank (left to right) and all their visible text (both
+    sides): each shared part is encoded once (shared_logprobs), then two walks score every row's
+    own part, left to right from the first blank on, and its blanks given both sides."""
     out: list[FillScores | None] = [None] * len(rows)
     for mask, idx, ids in by_layout(rows):  # ids (R, T)
-        T, dev = ids.shape[1], model.device
-        l2r = model.token_logprobs(ids.to(dev), torch.arange(T, device=dev).expand(len(idx), T)).cpu()  # (R, T)
-        both = score_blanks(model, ids, mask).cpu().reshape(len(idx), -1)  # (R, L)
+        T = ids.shape[1]
         first = int(mask.nonzero()[0])
-        right = (~mask) & (torch.arange(T) > first)
+        after = torch.arange(first, T)
+        l2r, prefix = shared_logprobs(model, ids, torch.arange(T), first, after, torch.arange(1, first))  # (R, T - first)
+        blanks = mask.nonzero().flatten()
+        g_both = group_ids_from_order(T, (~mask).nonzero().flatten().tolist(), [[p] for p in blanks.tolist()])
+        both, _ = shared_logprobs(model, ids, g_both, T - len(blanks), blanks)  # (R, L)
+        in_fill = mask[first:]
+        right = ~in_fill & (after > first)
         for j, i in enumerate(idx):
-            out[i] = FillScores(story=float(l2r[j].sum()), fill_left=float(l2r[j, mask].sum()),
+            out[i] = FillScores(story=float(prefix.sum() + l2r[j].sum()), fill_left=float(l2r[j, in_fill].sum()),
                                 right=float(l2r[j, right].sum()), both=float(both[j].sum()), n_fill=int(mask.sum()))
     return out
