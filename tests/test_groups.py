@@ -231,7 +231,7 @@ def test_mix_draws_every_pattern():
 
 
 def test_samplers_registry_and_bad_specs():
-    assert set(SAMPLERS) == {"ar", "contiguous", "random", "span_order", "infill", "mix", "user"}, "unexpected registry"
+    assert set(SAMPLERS) == {"ar", "contiguous", "random", "span_order", "infill", "mix", "user", "rightward"}, "unexpected registry"
     with pytest.raises(ValueError, match="user:LO-HI"):
         make_sampler("user:3-24:sideways")
     with pytest.raises(ValueError, match="unknown grouping sampler"):

@@ -198,3 +198,17 @@ def test_a_slack_stage_trains_and_records_the_length_signal(corpus, tmp_path):
     assert sig == {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12}, f"length signal recorded: {sig}"
     with pytest.raises(ValueError, match="empty_token"):
         train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "empty_token": "<nothing>"}))
+
+
+def test_rightward_rows_are_read_right_to_left_or_are_user_blanks():
+    """rightward:P: about P of the rows are singleton groups in reverse position order, the rest
+    user blanks (a visible group 0 and later blank groups)."""
+    sampler = make_sampler("rightward:0.3")
+    rng, reverse = random.Random(0), 0
+    for _ in range(400):
+        g = sampler(60, rng)
+        if torch.equal(g, torch.arange(59, -1, -1)):
+            reverse += 1
+        else:
+            assert (g == 0).sum() > 20 and g.max() > 0, "otherwise a user-blank grouping"
+    assert 0.24 < reverse / 400 < 0.36, f"about 30% of rows right to left, got {reverse / 400:.2f}"

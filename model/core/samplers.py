@@ -4,6 +4,7 @@ sequence of n real tokens (the BOS is added by the model).
     sample_ar, sample_contiguous                 stages 1-2: left to right, singletons or blocks
     sample_random_groups, sample_span_order      stage 3: any order
     sample_infill, sample_user_blanks            the patterns inference uses (visible text first)
+    sample_rightward                             user blanks, and some rows read right to left
     sample_mix                                   the stage-3 mixture
     make_sampler("user:3-24:ends")               a sampler from a recipe's spec string
 
@@ -135,6 +136,19 @@ def sample_user_blanks(n: int, rng: _random.Random, boundaries: torch.Tensor | N
 sample_user_blanks.wants_boundaries = True
 
 
+def sample_rightward(n: int, rng: _random.Random, boundaries: torch.Tensor | None = None,
+                     share: float = 0.25) -> torch.Tensor:
+    """User-shaped blanks (sample_user_blanks, 3-24 tokens), and with probability `share` the whole
+    row right to left, one token at a time: every prediction of such a row reads only the text
+    after it, the skill the blanks' last tokens need most, on every position of the row."""
+    if rng.random() < share:
+        return torch.arange(n - 1, -1, -1)
+    return sample_user_blanks(n, rng, boundaries)
+
+
+sample_rightward.wants_boundaries = True
+
+
 def sample_mix(n: int, rng: _random.Random, infill: float = 0.45) -> torch.Tensor:
     """Stage 3 mixture: random groups (size 4-8), span order, and both infilling patterns.
 
@@ -160,13 +174,14 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "infill": sample_infill,
     "mix": sample_mix,
     "user": sample_user_blanks,
+    "rightward": sample_rightward,
 }
 
 
 def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
     """A sampler from a spec string: 'ar', 'contiguous:4', 'random:4-8', 'span_order:1-8',
     'infill', 'infill:causal', 'mix', 'mix:0.7' (infilling share), 'user', 'user:3-24', 'user:3-24:ends'
-    (blanks shaped like a user's, sample_user_blanks)."""
+    (blanks shaped like a user's, sample_user_blanks), 'rightward:0.25' (sample_rightward)."""
     name, _, arg = spec.partition(":")
     if name not in SAMPLERS:
         raise ValueError(f"unknown grouping sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
@@ -195,6 +210,13 @@ def make_sampler(spec: str) -> Callable[[int, _random.Random], torch.Tensor]:
         user = lambda n, rng, boundaries=None: fn(n, rng, boundaries, lo, hi, orders)  # noqa: E731
         user.wants_boundaries = True
         return user
+    if name == "rightward":  # rightward:P
+        share = float(arg)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"rightward:P takes the share P in [0, 1] of rows read right to left; got {spec!r}")
+        right = lambda n, rng, boundaries=None: fn(n, rng, boundaries, share)  # noqa: E731
+        right.wants_boundaries = True
+        return right
     if name == "mix":
         share = float(arg)
         if not 0.0 <= share <= 1.0:
