@@ -7,6 +7,7 @@ docs/screenshots/ is made with the shipped model:
     A3_SCREENSHOT_DIR=docs/screenshots A3_BROWSER_MODEL=assets/a3-austen-tiny pytest tests/test_app_browser.py
 """
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -93,6 +94,11 @@ def by_css(driver, css):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+def finished(caption: str) -> bool:
+    """The animation's caption once nothing is pending ("... 0 pending ...", not "10 pending")."""
+    return re.search(r"(?<!\d)0 pending", caption) is not None
+
+
 def open_page(driver, url):
     driver.get(url)
     wait_for(lambda: by_css(driver, "#run") and by_css(driver, "#story-editor .text"), 60, "the page")
@@ -160,7 +166,7 @@ def test_blank_a_span_run_and_see_the_result(browser, url, shots):
     original = by_css(d, "#blanks-table")[0].text
     assert "the abbey" in original, "the blanks table remembers the text the blank replaced"
     d.find_element("css selector", "#run").click()
-    caption = wait_for(lambda: (t := by_css(d, "#caption")[0].text) and "0 pending" in t and t, 60, "the run to finish")
+    caption = wait_for(lambda: (t := by_css(d, "#caption")[0].text) and finished(t) and t, 60, "the run to finish")
     assert caption.startswith("Step 1 of 1") or "Step" in caption
     labels = [e.text for e in by_css(d, "#result .legend-item")]
     assert "blank" in labels and "new p<0.1" in labels
@@ -193,7 +199,7 @@ def test_markup_in_the_story_is_shown_as_text(browser, url):
     assert "<b>bold</b>" in editor_text and "<img" in editor_text
     assert not by_css(d, "#story-editor b") and not by_css(d, "#story-editor img")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the run to finish")
+    wait_for(lambda: finished(by_css(d, "#caption")[0].text), 60, "the run to finish")
     assert "<b>bold</b>" in by_css(d, "#result .textfield")[0].text
     assert not by_css(d, "#result b") and not by_css(d, "#result img")
     assert d.title != "pwned"
@@ -229,7 +235,7 @@ def test_an_order_and_a_comparison(browser, url, shots):
     d.save_screenshot(str(shots / "animating.png"))
     spans = by_css(d, "#result .textfield .text")
     assert any("\u2581" in e.text for e in spans), "pending blank tokens are shown mid-way"
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the outside-in run to finish")
+    wait_for(lambda: finished(by_css(d, "#caption")[0].text), 60, "the outside-in run to finish")
     set_number(d, "speed", "0")
     wait_for(lambda: by_css(d, "#order-plot .js-plotly-plot"), 60, "the order plot")
     assert "outside-in" in by_css(d, "#stats")[0].text
@@ -277,7 +283,7 @@ def test_custom_order_picked_per_blank(browser, url):
     wait_for(lambda: by_css(d, "#custom-order textarea")[0].get_attribute("value") == "2 1", 60, "custom order '2 1'")
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "the run to finish")
+    wait_for(lambda: finished(by_css(d, "#caption")[0].text), 60, "the run to finish")
     assert "custom '2 1'" in by_css(d, "#stats")[0].text
 
 
@@ -298,7 +304,7 @@ def test_stop_halts_the_animation(browser, url):
     assert "Step 13 of 13" not in caption, "Stop should halt the animation before its end"
     set_number(d, "speed", "0")
     d.find_element("css selector", "#run").click()
-    wait_for(lambda: "0 pending" in by_css(d, "#caption")[0].text, 60, "a new run after Stop")
+    wait_for(lambda: finished(by_css(d, "#caption")[0].text), 60, "a new run after Stop")
 
 
 def test_ranked_candidates_and_a_chosen_length(browser, url, shots):
@@ -326,3 +332,39 @@ def test_ranked_candidates_and_a_chosen_length(browser, url, shots):
     status = wait_for(lambda: (t := by_css(d, "#status")[0].text) and "Chosen length" in t and t, 90,
                       "the chosen length")
     assert "runners-up" in status, f"the runners-up are named: {status}"
+
+
+def test_a_fill_in_progress_as_an_animated_gif(browser, url, shots):
+    """The README's first picture: the result area at every step of a confidence-ordered fill,
+    captured as the page animates it, written as fill-in-progress.gif (PIL); each frame differs
+    from the one before and the last one has no pending token."""
+    import io
+
+    from PIL import Image
+    d = browser
+    open_page(d, url)
+    pick_example(d, "The ball")
+    wait_for(lambda: "2 blanks" in by_css(d, "#story-info")[0].text, 60, "the example with two blanks")
+    choose(d, "strategy", "dynamic: confidence")
+    set_number(d, "speed", "1")  # a second a step: time for an element screenshot of each
+    d.find_element("css selector", "#run").click()
+    d.execute_script("arguments[0].scrollIntoView()", wait_for(lambda: by_css(d, "#result"), 60, "the result"))
+    frames, captions = [], []
+    end = time.time() + 120
+    while time.time() < end:
+        cap = by_css(d, "#caption")[0].text
+        if cap and (not captions or cap != captions[-1]):
+            captions.append(cap)
+            frames.append(Image.open(io.BytesIO(by_css(d, "#result")[0].screenshot_as_png)).convert("RGB"))
+        if finished(cap):
+            break
+        time.sleep(0.05)
+    assert finished(captions[-1]), f"the run should finish: {captions[-3:]}"
+    assert len(frames) >= 5, f"one frame per step at least five times: {len(frames)} frames, {captions}"
+    w, h = frames[-1].size
+    frames = [f.resize((w, h)) if f.size != (w, h) else f for f in frames]
+    path = shots / "fill-in-progress.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[500] * (len(frames) - 1) + [2500],
+                   loop=0, optimize=True)
+    n = Image.open(path).n_frames  # PIL folds a frame identical to the one before into it
+    assert 5 <= n <= len(frames), f"the GIF holds the steps: {n} frames of {len(frames)} captured"
