@@ -348,7 +348,7 @@ def test_a_fill_in_progress_as_an_animated_gif(browser, url, shots):
     choose(d, "strategy", "dynamic: confidence")
     set_number(d, "speed", "1")  # a second a step: time for an element screenshot of each
     d.find_element("css selector", "#run").click()
-    d.execute_script("arguments[0].scrollIntoView()", wait_for(lambda: by_css(d, "#result"), 60, "the result"))
+    d.execute_script("arguments[0].scrollIntoView()", wait_for(lambda: by_css(d, "#result"), 60, "the result")[0])
     frames, captions = [], []
     end = time.time() + 120
     while time.time() < end:
