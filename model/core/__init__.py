@@ -4,7 +4,8 @@
     groups         group ids <-> attention masks; the fixed orders
     samplers       the groupings the training curriculum draws
     a3             A3Model: the base causal LM plus the query vector w
-    decode         cached group-wise decoding as Step events: decode, run, run_batch, DecodeConfig
+    decode         cached group-wise decoding as Step events: decode, run, run_batch
+    decode_events  what a run is asked (DecodeConfig, validate) and what each step reports (Step)
     sampling       greedy, temperature, top-k, top-p, with a seeded generator
     chosen_length  a blank whose length the model chooses (the learned length signal)
     infill         text with blanks <-> BOS-first ids, blank mask and layout
