@@ -315,6 +315,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, str | None]:
 def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else argv
     if "--cpu-precision" in argv:  # the flagship's CPU precisions (model/evaluation/precision_bench.py)
+        from .precision_bench import main as precision_main
         return precision_main(argv)
     cfg, out = parse_args(argv)
     print(f"benchmarking {len(cfg.systems)} systems ...", file=sys.stderr)
@@ -323,27 +324,6 @@ def main(argv: list[str] | None = None) -> str:
     print(text)
     if out:
         with open(out, "w") as f:
-            f.write(text)
-    return text
-
-
-def precision_main(argv: list[str]) -> str:
-    from .precision_bench import cpu_precision_report
-    p = argparse.ArgumentParser(prog="python -m model.bench --cpu-precision",
-                                description="a checkpoint's CPU precisions and threads against the bandwidth limit")
-    p.add_argument("--cpu-precision", action="store_true", help="(this report)")
-    p.add_argument("--model", required=True, help="A3 checkpoint (full or adapter)")
-    p.add_argument("--precisions", default="fp32,bf16w,bf16,int8", help="comma-separated, of backbones/precision.py")
-    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
-    p.add_argument("--rows", type=int, default=4, help="held-out rows per Brown genre (and of Austen) for agreement")
-    p.add_argument("--out", help="also write the markdown report here")
-    a = p.parse_args(argv)
-    text = cpu_precision_report(a.model, tuple(a.precisions.split(",")), tuple(int(t) for t in a.threads.split(",")),
-                                a.repeats, a.rows, log=lambda s: print(s, file=sys.stderr))
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
             f.write(text)
     return text
 

@@ -19,8 +19,10 @@ text), the span NLL's relative change, and the largest change of a token probabi
 """
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
+import sys
 import time
 
 import torch
@@ -144,3 +146,24 @@ def cpu_precision_report(path: str, precisions=PRECISIONS, threads=(1, 2), repea
             log(agree_lines[-1])
         del model
     return "\n".join(lines + agree_lines) + "\n"
+
+
+def main(argv: list[str]) -> str:
+    """`python -m model.bench --cpu-precision ...` (model/evaluation/benchmark.py hands it over)."""
+    p = argparse.ArgumentParser(prog="python -m model.bench --cpu-precision",
+                                description="a checkpoint's CPU precisions and threads against the bandwidth limit")
+    p.add_argument("--cpu-precision", action="store_true", help="(this report)")
+    p.add_argument("--model", required=True, help="A3 checkpoint (full or adapter)")
+    p.add_argument("--precisions", default="fp32,bf16w,bf16,int8", help="comma-separated, of backbones/precision.py")
+    p.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
+    p.add_argument("--rows", type=int, default=4, help="held-out rows per Brown genre (and of Austen) for agreement")
+    p.add_argument("--out", help="also write the markdown report here")
+    a = p.parse_args(argv)
+    text = cpu_precision_report(a.model, tuple(a.precisions.split(",")), tuple(int(t) for t in a.threads.split(",")),
+                                a.repeats, a.rows, log=lambda s: print(s, file=sys.stderr))
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return text
