@@ -3,8 +3,8 @@
     python scripts/study_table.py ~/.cache/a3-studio/runs --out docs/right-side-study.md
 
 Reads RUNS/rs-<recipe>/domains/domains.json (written by scripts/study_worker.sh) and
-RUNS/rs-<recipe>/metrics.jsonl (tokens, seconds), plus RUNS/rs-shipped-domains for the starting
-adapter, and writes one row per recipe: the right side's gain over all span tokens and over the
+RUNS/rs-<recipe>/metrics.jsonl (tokens, seconds), plus RUNS/rs-<name>-domains for checkpoints
+measured the same way outside the study (REFERENCES), and writes one row per recipe: the right side's gain over all span tokens and over the
 last two (Brown, Austen) and Brown left to right against SmolLM2 (forgetting).
 """
 from __future__ import annotations
@@ -12,6 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+# measured checkpoints that are not study runs (RUNS/rs-<name>-domains/domains.json)
+REFERENCES = {"rs-shipped-domains": "shipped a3-smollm2-mix (the start)",
+              "rs-lora-h100-domains": "a3-smollm2-lora (Austen only, 9.8M tokens on one H100)"}
 
 
 def row(name: str, dom: Path, metrics: Path | None) -> dict | None:
@@ -35,9 +40,9 @@ def main(argv=None) -> None:
     p.add_argument("--out", help="write the markdown table here")
     a = p.parse_args(argv)
     runs = Path(a.runs).expanduser()
-    rows = [r for r in [row("shipped a3-smollm2-mix (start)", runs / "rs-shipped-domains", None)] +
-            [row(d.name[3:], d / "domains", d / "metrics.jsonl") for d in sorted(runs.glob("rs-*"))
-             if d.name != "rs-shipped-domains"] if r]
+    refs = [row(REFERENCES.get(d.name, d.name), d, None) for d in sorted(runs.glob("rs-*-domains"))]
+    rows = [r for r in refs + [row(d.name[3:], d / "domains", d / "metrics.jsonl") for d in sorted(runs.glob("rs-*"))
+                               if not d.name.endswith("-domains")] if r]
     lines = ["| recipe | Brown: right-side gain, all / last 2 | Austen: all / last 2 | Brown L2R vs SmolLM2 | tokens | minutes |",
              "|---|---|---|---:|---:|---:|"]
     for r in rows:
