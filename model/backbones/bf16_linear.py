@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+SPLIT_MIN = 1 << 22  # weights (4M) from which the kernel splits a matrix across torch's threads
 ROWS_MAX = 32  # at most this many rows take the kernel (two passes of 16); more are compute-bound and use mm
 
 _SOURCE = r"""
@@ -133,7 +134,9 @@ def mm_bf16w(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """(R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T in fp32, through the kernel (callers check kernel())."""
     x = x.contiguous()
     y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-    _KERNEL(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], torch.get_num_threads())
+    # a second thread pays for a large matrix only (the LM head); for the others its start costs more
+    threads = torch.get_num_threads() if w.numel() >= SPLIT_MIN else 1
+    _KERNEL(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], threads)
     return y
 
 
