@@ -33,7 +33,7 @@ import torch
 from model.core.candidates import candidate_batch, candidates_of, rank
 from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
-from model.core.scoring import blanks_logp, score_fills
+from model.core.scoring import blanks_logp, score_fills, scored_by_its_run
 from model.core.trace import Trace
 
 from . import model_menu, run_file
@@ -77,9 +77,12 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
         empty_id = length_signal(model).get("empty_id")
         filled = [as_filled(t, c, empty_id) for t, c in zip(traces, cfgs)]
         filled, scores = [(t.output_ids, t.blank_mask) for t in filled], [None] * len(traces)
+        for i, (k, t, c) in enumerate(zip(kinds, traces, cfgs)):  # a left-to-right run scored itself
+            if k == "run" and scored_by_its_run(c, t):
+                scores[i] = t.log_likelihood
         for kind, score in (("run", blanks_logp), ("candidate", score_fills)):
-            idx = [i for i, k in enumerate(kinds) if k == kind]
-            for i, s in zip(idx, score(model, [filled[i] for i in idx])):
+            idx = [i for i, k in enumerate(kinds) if k == kind and scores[i] is None]
+            for i, s in zip(idx, score(model, [filled[i] for i in idx]) if idx else []):
                 scores[i] = s
         return traces, scores, time.perf_counter() - t0
     finally:

@@ -103,3 +103,23 @@ def test_training_step_gradients_are_finite(a3):
     bad = [n for n, p in a3.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     assert not bad, f"non-finite gradients in {bad[:5]}"
     assert a3.w.grad is not None and a3.w.grad.abs().sum() > 0, "w received no gradient"
+
+
+def test_a_left_to_right_run_scores_itself(a3_llama):
+    """A greedy or sampled left-to-right run's own log-likelihood equals blanks_logp of its fill (the
+    second forward the app skips), and other orders are not taken for it."""
+    from model.core.decode import DecodeConfig, run
+    from model.core.sampling import SamplingConfig
+    from model.core.scoring import blanks_logp, scored_by_its_run
+    ids = torch.randint(3, 99, (20,), generator=torch.Generator().manual_seed(3))
+    ids[0] = 0
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[4:8] = True
+    mask[12:15] = True
+    for cfg in (DecodeConfig(), DecodeConfig(sampling=SamplingConfig(do_sample=True, temperature=0.9, top_k=5, seed=1))):
+        t = run(a3_llama, ids, mask, cfg)
+        assert scored_by_its_run(cfg, t), "a left-to-right run of one token a step scores itself"
+        want = blanks_logp(a3_llama, [(t.output_ids, t.blank_mask)])[0]
+        assert abs(t.log_likelihood - want) < 1e-4, f"its own log p {t.log_likelihood} vs rescored {want}"
+    for cfg in (DecodeConfig(strategy="confidence"), DecodeConfig(group_size=2), DecodeConfig(context="causal")):
+        assert not scored_by_its_run(cfg, run(a3_llama, ids, mask, cfg)), f"{cfg.strategy}/{cfg.group_size}: rescored"

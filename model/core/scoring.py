@@ -4,6 +4,7 @@
     score_blanks(model, ids, blank_mask, groups=[[..]..])  the groups a run took (Trace.groups())
     score_fills(model, [(ids, blank_mask), ...])           what candidate fills are ranked by (FillScores)
     blanks_logp(model, [(ids, blank_mask), ...])           each filled row's exact log p(blanks | visible text)
+    scored_by_its_run(cfg, trace)                          when a run's own log-likelihood is that number
 
 The visible text is the context (group 0 with the default "block" context grouping, as decoding
 encodes it); the blank tokens follow in `groups`. With singleton groups the sum is the exact
@@ -117,6 +118,15 @@ def shared_logprobs(model, ids: torch.Tensor, groups: torch.Tensor, shared: int,
                                   model.query_input(R, len(q)), q.expand(R, -1), g[q].expand(R, -1), cache=cache)
     lp = torch.log_softmax(model.head(q_states), -1)  # (R, M, V)
     return lp.gather(2, ids[:, q][..., None])[..., 0].cpu(), ctx_lp
+
+
+def scored_by_its_run(cfg, trace) -> bool:
+    """True when a run's own log-likelihood is blanks_logp's number: one blank token a step, left
+    to right in position order, the visible text as one block (score_blanks' default grouping).
+    Each step records the model's own probability of the token it wrote (before any sampling
+    warper or exclusion), so the run's sum is that exact log p and no second forward is needed."""
+    return (cfg.strategy == "left_to_right" and cfg.group_size == 1 and cfg.context == "block"
+            and getattr(cfg, "slack", None) is None and trace.exact)
 
 
 @torch.no_grad()
