@@ -161,10 +161,11 @@ def test_length_grid():
         length_grid(9, 3)
 
 
-@pytest.mark.parametrize("signal", [False, True])
-def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal):
+@pytest.mark.parametrize("signal,pools", [(False, None), (True, None), (True, "orders,signal")])
+def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal, pools):
     """python -m model.fills on 4 windows of a tiny random model: the records and the table; with a
-    length signal, a fourth pool whose fills end themselves within the slots."""
+    length signal, a fourth pool whose fills end themselves within the slots; with --pools, only
+    those pools run and are reported."""
     import json
     import random
 
@@ -184,18 +185,30 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal):
         model.a3_config.length_signal = {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12}
     model.save_pretrained(tmp_path / "m", tokenizer=tok)
     main(["--model", str(tmp_path / "m"), "--data", str(data), "--windows", "4", "--work", str(tmp_path / "w"),
-          "--out", str(tmp_path / "out")])
+          "--out", str(tmp_path / "out"), *(["--pools", pools] if pools else [])])
     recs = [json.loads(x) for x in (tmp_path / "w" / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 4, "one record per window"
     kinds = {c["kind"] for c in recs[0]["candidates"]}
-    assert kinds == {"orders", "samples", "lengths", *(["signal"] * signal)}, f"pools per window: {kinds}"
+    want = set(pools.split(",")) if pools else {"orders", "samples", "lengths", *(["signal"] * signal)}
+    assert kinds == want, f"pools per window: {kinds}, asked for {want}"
     table = (tmp_path / "out" / "fills-m.md").read_text()
-    assert "| orders | 8 | right |" in table and "| lengths |" in table, table[:400]
+    assert "| orders | 8 | right |" in table and "| orders | 8 | fluent_right |" in table, table[:400]
+    assert ("| lengths |" in table) == ("lengths" in want), "the lengths pool is reported when it ran"
     if signal:
         ends = [c for r in recs for c in r["candidates"] if c["kind"] == "signal"]
         assert len(ends) == 16 and all(1 <= c["length"] <= 12 for c in ends), "4 members, each its own length"
         assert all(3 not in c["fill_ids"] for c in ends), "no fill holds the empty token"
         assert "| signal | 4 | fluent_mbr |" in table, "the report ranks the signal pool"
+
+
+def test_fills_study_refuses_pools_without_the_greedy_baseline(capsys):
+    """--pools must name known pools and include orders (its first member is every rule's baseline)."""
+    from model.evaluation.fill_study import main
+    for bad, says in (("signal", "must include orders"), ("orders,lenghts", "unknown pool")):
+        with pytest.raises(SystemExit):
+            main(["--pools", bad, "--windows", "1"])
+        err = capsys.readouterr().err
+        assert says in err, f"--pools {bad}: the message should say {says!r}; got {err[-200:]!r}"
 
 
 class _Words:

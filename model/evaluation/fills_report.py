@@ -26,7 +26,8 @@ from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, r
 from model.core.scoring import FillScores
 
 LENGTH_POOLS = ("lengths", "signal")  # the pools where the model chooses the length
-REPORTED = ("story", "right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")  # fluent_mbr: the app's
+# fluent_mbr: the app's at a given length; fluent_right: the right-fit score under the fluency gate
+REPORTED = ("story", "right", "fluent_right", "both_per_token", "fill_left_per_token", "mbr", "fluent_mbr")
 GRID = {"right": (0, 0.5, 1), "both_per_token": (0, 1, 4, 16), "mbr": (0, 2, 8, 32), "prior": (0, 1, 3)}
 
 
@@ -141,9 +142,9 @@ def summary(rows: list[tuple]) -> dict:
 def table_rows(records: list[dict]) -> list[dict]:
     study, out = Study(records), []
     _AGREEMENTS.clear()
-    kinds = [("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True)]
-    if any(c["kind"] == "signal" for c in records[0]["candidates"]):  # a checkpoint with a length signal
-        kinds.append(("signal", (None,), True))
+    ran = {c["kind"] for c in records[0]["candidates"]}  # signal: a checkpoint with a length signal
+    kinds = [k for k in [("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True),
+                         ("signal", (None,), True)] if k[0] in ran]
     for kind, ns, lengths in kinds:
         for n in ns:
             N = n or study.size(kind)
