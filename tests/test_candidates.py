@@ -161,7 +161,7 @@ def test_length_grid():
         length_grid(9, 3)
 
 
-@pytest.mark.parametrize("signal,pools", [(False, None), (True, None), (True, "orders,signal")])
+@pytest.mark.parametrize("signal,pools", [(False, None), (True, None), (True, "orders,signal"), (True, "greedy,signal")])
 def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal, pools):
     """python -m model.fills on 4 windows of a tiny random model: the records and the table; with a
     length signal, a fourth pool whose fills end themselves within the slots; with --pools, only
@@ -189,10 +189,16 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal, pools):
     recs = [json.loads(x) for x in (tmp_path / "w" / "records.jsonl").read_text().splitlines()]
     assert len(recs) == 4, "one record per window"
     kinds = {c["kind"] for c in recs[0]["candidates"]}
-    want = set(pools.split(",")) if pools else {"orders", "samples", "lengths", *(["signal"] * signal)}
+    want = {p.replace("greedy", "orders") for p in pools.split(",")} if pools else {
+        "orders", "samples", "lengths", *(["signal"] * signal)}
     assert kinds == want, f"pools per window: {kinds}, asked for {want}"
     table = (tmp_path / "out" / "fills-m.md").read_text()
-    assert "| orders | 8 | right |" in table and "| orders | 8 | fluent_right |" in table, table[:400]
+    n_orders = sum(c["kind"] == "orders" for c in recs[0]["candidates"])
+    if pools and "greedy" in pools:
+        assert n_orders == 1 and "| orders | 1 | greedy |" in table, "greedy: the orders pool's first member alone"
+    else:
+        assert n_orders == 8, f"the orders pool holds 8 members; got {n_orders}"
+        assert "| orders | 8 | right |" in table and "| orders | 8 | fluent_right |" in table, table[:400]
     assert ("| lengths |" in table) == ("lengths" in want), "the lengths pool is reported when it ran"
     if signal:
         ends = [c for r in recs for c in r["candidates"] if c["kind"] == "signal"]
@@ -202,9 +208,10 @@ def test_fills_study_and_report_on_a_synthetic_corpus(tmp_path, signal, pools):
 
 
 def test_fills_study_refuses_pools_without_the_greedy_baseline(capsys):
-    """--pools must name known pools and include orders (its first member is every rule's baseline)."""
+    """--pools must name known pools and exactly one of orders / greedy (every rule's baseline)."""
     from model.evaluation.fill_study import main
-    for bad, says in (("signal", "must include orders"), ("orders,lenghts", "unknown pool")):
+    for bad, says in (("signal", "one of orders or greedy"), ("orders,greedy", "one of orders or greedy"),
+                      ("orders,lenghts", "unknown pool")):
         with pytest.raises(SystemExit):
             main(["--pools", bad, "--windows", "1"])
         err = capsys.readouterr().err

@@ -16,6 +16,9 @@ infill_task.py), made with the model's own tokenizer. Per window, three batched 
             4 members of the "orders" pool, each ending its fill where the model writes the empty
             token (core/chosen_length.py)
 
+`--pools` runs some of them: `greedy,signal` (greedy = the orders pool's first member alone, every
+rule's baseline) measures a length signal against greedy at the true length, a fraction of the cost.
+
 Every candidate is scored (core/scoring.score_fills) and its ROUGE-L against the reference
 recorded, one JSON line per window in WORK/records.jsonl (resumable). The report
 (fills_report.py) ranks the candidates with every rule on the same records.
@@ -53,7 +56,7 @@ def candidate_records(kind: str, cands, scorer, reference: str, tokenizer) -> li
     return out
 
 
-POOLS = ("orders", "samples", "lengths", "signal")
+POOLS = ("orders", "samples", "lengths", "signal", "greedy")  # greedy: the orders pool's first member only
 
 
 def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: int,
@@ -63,14 +66,15 @@ def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: i
     L = len(win.blank)
     rec = {"window": win.index, "true_length": L, "reference": win.reference, "candidates": [], "seconds": {}}
     at = lambda lengths: length_requests(win.input_ids, win.blank_mask(), [win.blank], lengths)  # noqa: E731
-    jobs = [("orders", at([L]), pool_configs("orders", 8, seed)), ("samples", at([L]), pool_configs("samples", 8, seed)),
+    n_orders = 1 if "greedy" in pools else 8  # recorded as the orders pool either way
+    jobs = [("orders", at([L]), pool_configs("orders", n_orders, seed)), ("samples", at([L]), pool_configs("samples", 8, seed)),
             ("lengths", at(grid),
              [(lab, DecodeConfig(**{**vars(c), "sampling": SamplingConfig(seed=seed)})) for lab, c in LENGTH_CONFIGS])]
     signal = length_signal(model)
     if signal:  # one request of M slots; every member ends its own fill
         M = min(max(grid), signal["max_slots"])
         jobs.append(("signal", at([M]), slack_configs(pool_configs("orders", 4, seed), win.blank[0], M, 1)))
-    for kind, reqs, cfgs in (j for j in jobs if j[0] in pools):
+    for kind, reqs, cfgs in (j for j in jobs if j[0] in pools or (j[0] == "orders" and "greedy" in pools)):
         t0 = time.perf_counter()
         cands = make_candidates(model, reqs, cfgs, tokenizer)
         secs = time.perf_counter() - t0
@@ -91,9 +95,10 @@ def main(argv=None) -> None:
     p.add_argument("--work", default="runs/fills", help="records.jsonl lives here (resumable)")
     p.add_argument("--out", default="docs/fills", help="report directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--pools", default=",".join(POOLS),
-                   help="comma-separated pools to run (orders always: its first member is the greedy baseline); "
-                        "e.g. orders,signal measures a learned length signal at a fifth of the full study's cost")
+    p.add_argument("--pools", default="orders,samples,lengths,signal",
+                   help="comma-separated pools to run, orders or greedy among them (greedy: the orders pool's "
+                        "first member alone, every rule's baseline); greedy,signal measures a learned length "
+                        "signal at a fraction of the full study's cost")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the records, run nothing")
     p.add_argument("--skip", type=int, default=0,
                    help="run from the K-th window of the order on (a second worker on another core, with its own "
@@ -113,8 +118,9 @@ def main(argv=None) -> None:
     pools = tuple(x.strip() for x in args.pools.split(",") if x.strip())
     if unknown := set(pools) - set(POOLS):
         p.error(f"--pools: unknown pool(s) {sorted(unknown)}; choose from {', '.join(POOLS)}")
-    if "orders" not in pools:
-        p.error("--pools must include orders: its greedy left-to-right member is every rule's baseline")
+    if ("orders" in pools) == ("greedy" in pools):
+        p.error("--pools must include one of orders or greedy: its greedy left-to-right member is every "
+                "rule's baseline")
     torch.set_num_threads(args.threads)
     from rouge_score.rouge_scorer import RougeScorer
 

@@ -146,6 +146,7 @@ def table_rows(records: list[dict]) -> list[dict]:
     kinds = [k for k in [("orders", (4, 8), False), ("samples", (4, 8), False), ("lengths", (None,), True),
                          ("signal", (None,), True)] if k[0] in ran]
     for kind, ns, lengths in kinds:
+        ns = tuple(n for n in ns if n is None or n <= study.size(kind)) or (study.size(kind),)  # greedy alone: N = 1
         for n in ns:
             N = n or study.size(kind)
             fixed = ("mix", SHIPPED_LENGTH_RULE) if kind == "lengths" else ()  # the app's grid weights, without / with its gate
