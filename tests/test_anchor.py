@@ -112,6 +112,10 @@ def test_lora_run_from_an_existing_adapter_with_mix_and_anchor(lora_setup, tmp_p
     final = train(cfg)
     rec = adapter_section(final)["training"]
     assert rec["init_adapter"] == str(first) and len(rec["corpora"]) == 2, f"recipe not recorded: {rec}"
+    snap = adapter_section(tmp_path / "second" / "last")["training"]
+    assert snap["init_adapter"] == str(first) and snap["stages"][0]["name"] == "3", \
+        f"a snapshot records its own run, not the adapter it started from: {snap}"
+    assert snap["tokens"] == rec["tokens"] and snap["snapshot_at"] == {"stage": 1, "step": 0}, snap
     losses = [json.loads(x) for x in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
     assert sum("loss" in r for r in losses) == 4, "four steps should have run"
 

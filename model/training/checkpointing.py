@@ -29,14 +29,29 @@ def save_model(net, out: Path, tokenizer) -> None:
         tokenizer.save_pretrained(out)
 
 
+def record_training(net, cfg, tokens: int, elapsed: float, at: dict | None = None) -> None:
+    """The recipe and the budget spent so far, in the checkpoint's own section (its `training`
+    record); `at` (stage index and step) marks a snapshot taken before the recipe's end."""
+    recipe = net.a3_config if isinstance(net, A3Model) else net.diffusion_config
+    recipe.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
+                       "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
+                       "seconds": round(elapsed), "corpora": cfg.corpora,
+                       **({"init_adapter": cfg.init_adapter} if cfg.init_adapter else {}),
+                       **({"snapshot_at": at} if at else {})}
+
+
 def save_state(acc: Accelerator, model, opt, out: Path, stage_idx: int, step: int, tokens: int,
-               elapsed: float, rng: random.Random, tokenizer) -> None:
-    """Write out/last atomically: weights, optimizer, position in the recipe, RNG."""
+               elapsed: float, rng: random.Random, tokenizer, cfg=None) -> None:
+    """Write out/last atomically: weights, optimizer, position in the recipe, RNG. With the
+    recipe `cfg`, an A3 or diffusion snapshot records its own training so far (record_training),
+    not the record of the checkpoint it started from."""
     if not acc.is_main_process:
         return
     tmp = out / "last.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     net = acc.unwrap_model(model)
+    if cfg is not None and isinstance(net, (A3Model, DiffusionLM)):
+        record_training(net, cfg, tokens, elapsed, {"stage": stage_idx, "step": step})
     save_model(net, tmp, tokenizer)
     # at a stage boundary the next stage starts a fresh optimizer, so none is kept
     torch.save({"optimizer": None if step == 0 else opt.state_dict(), "rng": rng.getstate(),
@@ -82,10 +97,6 @@ def save_final(net, out: Path, cfg, tokens: int, elapsed: float, tokenizer) -> P
     """out/final with the recipe and budget recorded in the checkpoint's own section."""
     if not isinstance(net, (A3Model, DiffusionLM)):
         raise ValueError("the recipe ended without an A3 or diffusion stage; add at least one stage after 'base'")
-    recipe = net.a3_config if isinstance(net, A3Model) else net.diffusion_config
-    recipe.training = {"stages": [asdict(s) for s in cfg.stages], "seq_len": cfg.seq_len,
-                       "batch_size": cfg.batch_size * cfg.grad_accum, "tokens": tokens,
-                       "seconds": round(elapsed), "corpora": cfg.corpora,
-                       **({"init_adapter": cfg.init_adapter} if cfg.init_adapter else {})}
+    record_training(net, cfg, tokens, elapsed)
     save_model(net, out / "final", tokenizer)
     return out / "final"

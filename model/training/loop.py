@@ -122,7 +122,7 @@ def train_stage(model, stage: Stage, data: TrainData, tokenizer, run: Run, resum
         stop = run.out_of_time()
         if run.step % cfg.save_every == 0 or done or stop:
             checkpointing.save_state(acc, model, opt, run.out, run.stage_idx + done, 0 if done else run.step,
-                                     run.tokens, run.elapsed, run.rng, tokenizer)
+                                     run.tokens, run.elapsed, run.rng, tokenizer, cfg)
         if stop and not (done and run.stage_idx + 1 == len(cfg.stages)):
             acc.print(f"stopped after {cfg.max_seconds:.0f} s at stage {stage.name!r} step {run.step}; "
                       f"run the same command again to resume from {run.out / 'last'}")
