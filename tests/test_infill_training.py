@@ -200,6 +200,30 @@ def test_a_slack_stage_trains_and_records_the_length_signal(corpus, tmp_path):
         train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "empty_token": "<nothing>"}))
 
 
+def test_an_empty_token_that_shares_its_embedding_row_is_refused():
+    """SmolLM2's GGUF gives <empty_output> the same output-embedding row as six other tokens, so
+    their logits are always equal and greedy decoding can never write it: such a token is refused
+    with the names of its twins; a token with a row of its own is accepted."""
+    from conftest import make_a3
+    from model.training.loop import empty_token_id
+
+    class Tok:
+        vocab = {"<a>": 3, "<b>": 5, "<c>": 6}
+
+        def get_vocab(self):
+            return self.vocab
+
+        def convert_ids_to_tokens(self, i):
+            return {v: k for k, v in self.vocab.items()}.get(i, f"t{i}")
+    model = make_a3(vocab_size=32)
+    W = model.base.get_output_embeddings().weight
+    with torch.no_grad():
+        W[5] = W[3]
+    with pytest.raises(ValueError, match="shares its output-embedding row with 1 other token.*'<b>'"):
+        empty_token_id(Tok(), "<a>", model)
+    assert empty_token_id(Tok(), "<c>", model) == 6, "a token with its own row is the empty token"
+
+
 def test_rightward_rows_are_read_right_to_left_or_are_user_blanks():
     """rightward:P: about P of the rows are singleton groups in reverse position order, the rest
     user blanks (a visible group 0 and later blank groups)."""

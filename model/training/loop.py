@@ -151,7 +151,7 @@ def train(cfg: TrainConfig) -> Path | None:
     else:
         model = initial_model(cfg, tokenizer)
     if any(s.slack_share > 0 for s in cfg.stages):
-        run.empty_id = empty_token_id(tokenizer, cfg.empty_token)
+        run.empty_id = empty_token_id(tokenizer, cfg.empty_token, model)
     try:
         while run.stage_idx < len(cfg.stages):
             stage = cfg.stages[run.stage_idx]
@@ -172,12 +172,25 @@ def train(cfg: TrainConfig) -> Path | None:
         run.log.close()
 
 
-def empty_token_id(tokenizer, token: str) -> int:
-    """The id of the token that fills a slack blank's unused slots; it must be one token of the vocabulary."""
+def empty_token_id(tokenizer, token: str, model=None) -> int:
+    """The id of the token that fills a slack blank's unused slots. It must be one token of the
+    vocabulary and, given the model, have an output-embedding row of its own: where the base
+    shares that row with other tokens (SmolLM2's GGUF gives `<empty_output>` and six others one
+    identical row), their logits are always equal, so the model can never give the empty token
+    more than a share of their mass and greedy decoding never writes it."""
     tid = tokenizer.get_vocab().get(token)
     if tid is None:
         raise ValueError(f"empty_token {token!r} is not a token of this tokenizer; name one that is (SmolLM2 "
-                         "has '<empty_output>'), or set no slack_share")
+                         "has '<repo_name>'), or set no slack_share")
+    head = None if model is None else getattr(getattr(model, "base", model), "get_output_embeddings", lambda: None)()
+    if head is not None:
+        W = head.weight.detach()  # (V, H)
+        twins = [i for i in (W == W[tid]).all(1).nonzero().flatten().tolist() if i != tid]
+        if twins:
+            names = ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in twins[:6])
+            raise ValueError(f"empty_token {token!r} shares its output-embedding row with {len(twins)} other "
+                             f"token(s) ({names}): the model could never tell them apart. Name a token with a "
+                             "row of its own (for SmolLM2: '<repo_name>')")
     return tid
 
 

@@ -60,7 +60,7 @@ class TrainConfig:
     w_lr_scale: float = 1.0  # the query vector w learns at this multiple of the stage's rate
     # the learned length signal (training/slack_rows.py): the token that fills a blank's unused slots, and the
     # most slots a slack blank has; a stage's slack_share > 0 needs empty_token to be one token of the vocabulary
-    empty_token: str = "<empty_output>"
+    empty_token: str = "<repo_name>"  # SmolLM2's <empty_output> shares its embedding row with six tokens
     max_slots: int = 48
     grad_clip: float = 1.0
     eval_every: int = 100

@@ -2,7 +2,8 @@
 
 A user who writes `[[?]]` gives the model M slots, more than the fill needs. Training shows it
 such blanks: a span of L tokens of real text is followed by M - L copies of a reserved *empty*
-token (SmolLM2's `<empty_output>`), and the text after the blank comes after all M slots. The
+token (for SmolLM2 `<repo_name>`: a token with an embedding row of its own, loop.empty_token_id), and
+the text after the blank comes after all M slots. The
 slots are decoded like any blank (mostly left to right) with the loss on every slot, so the
 model learns p(empty | slot, both sides): a fill ends at the first slot that gets the empty token,
 and the probability it gives that token is how sure it is of the length (docs/DESIGN.md,
