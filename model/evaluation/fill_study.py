@@ -67,6 +67,7 @@ def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: i
     rec = {"window": win.index, "true_length": L, "reference": win.reference, "candidates": [], "seconds": {}}
     at = lambda lengths: length_requests(win.input_ids, win.blank_mask(), [win.blank], lengths)  # noqa: E731
     n_orders = 1 if "greedy" in pools else 8  # recorded as the orders pool either way
+    kinds = {"orders" if k == "greedy" else k for k in pools}
     jobs = [("orders", at([L]), pool_configs("orders", n_orders, seed)), ("samples", at([L]), pool_configs("samples", 8, seed)),
             ("lengths", at(grid),
              [(lab, DecodeConfig(**{**vars(c), "sampling": SamplingConfig(seed=seed)})) for lab, c in LENGTH_CONFIGS])]
@@ -74,7 +75,7 @@ def study_window(model, tokenizer, win: Window, scorer, grid: list[int], seed: i
     if signal:  # one request of M slots; every member ends its own fill
         M = min(max(grid), signal["max_slots"])
         jobs.append(("signal", at([M]), slack_configs(pool_configs("orders", 4, seed), win.blank[0], M, 1)))
-    for kind, reqs, cfgs in (j for j in jobs if j[0] in pools or (j[0] == "orders" and "greedy" in pools)):
+    for kind, reqs, cfgs in (j for j in jobs if j[0] in kinds):
         t0 = time.perf_counter()
         cands = make_candidates(model, reqs, cfgs, tokenizer)
         secs = time.perf_counter() - t0
