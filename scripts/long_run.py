@@ -7,7 +7,9 @@ Each chunk runs `python -m model.train --config C --out OUT --max-seconds S` (it
 OUT/last), then measures OUT/last on the held-out rows of the per-domain table with only its
 left-to-right and right-side parts (`python -m model.metrics --domains --parts ar,right`, fp32,
 one row per line of OUT/curve.jsonl: tokens, seconds, Brown and Austen right-side gains (all
-tokens, last two), Brown left-to-right vs the base). When the mean of the Brown and Austen gains
+tokens, last two), Brown left-to-right vs the base; with a length signal, its teacher-forced end
+hazard, `python -m model.evaluation.end_signal`: end_p, before_p, end_top, greedy_ends). Each
+chunk's adapter is kept in OUT/eval/tokens-N/adapter/. When the mean of the Brown and Austen gains
 over all tokens improves, OUT/best/ gets a copy of the adapter (commit it to assets/ from there:
 it is what `init_adapter` continues from on a fresh machine). The campaign stops after --hours of
 training, when the recipe is finished, or when the gain has not improved for --flat-hours.
@@ -38,12 +40,24 @@ def measure(out: Path, rows: int, austen_rows: int, threads: int) -> dict:
                         "--model", str(out / "last"), "--rows", str(rows), "--austen-rows", str(austen_rows),
                         "--parts", "ar,right", "--out", str(dest)], check=True,
                        env={**__import__("os").environ, "OMP_NUM_THREADS": str(threads)})
+    for name in ADAPTER_FILES:  # this chunk's adapter, to measure or ship later
+        if (out / "last" / name).is_file() and not (dest / "adapter" / name).is_file():
+            (dest / "adapter").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out / "last" / name, dest / "adapter" / name)
+    signal = {}
+    if json.loads((out / "last" / "config.json").read_text()).get("a3", {}).get("length_signal"):
+        if not (dest / "end_signal.json").is_file():
+            subprocess.run([sys.executable, "-m", "model.evaluation.end_signal", "--model", str(out / "last"),
+                            "--rows", "30", "--threads", str(threads), "--out", str(dest / "end_signal.json")],
+                           check=True)
+        sig = json.loads((dest / "end_signal.json").read_text())
+        signal = {k: sig[k] for k in ("end_p", "before_p", "end_top", "greedy_ends")}
     res = json.loads((dest / "domains.json").read_text())
     model = next(k for k in res["austen"] if k != "base")
     b, a = res["brown (all genres)"], res["austen"]
     return {"brown_gain": b[model]["right_gain"], "brown_gain_last2": b[model]["right_gain_last2"],
             "austen_gain": a[model]["right_gain"], "austen_gain_last2": a[model]["right_gain_last2"],
-            "brown_l2r_vs_base": b[model]["a3_ar"] / b["base"]["base_ar"] - 1}
+            "brown_l2r_vs_base": b[model]["a3_ar"] / b["base"]["base_ar"] - 1, **signal}
 
 
 def main(argv=None) -> None:

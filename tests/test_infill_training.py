@@ -185,6 +185,30 @@ def test_slack_row_puts_the_span_then_empties_then_the_right_text():
         assert a >= 9 and 64 - (a + M) >= 8, "the blank keeps the margins"
 
 
+def test_end_weight_weighs_the_slot_where_each_slack_fill_ends():
+    """fill_ends marks each slack blank's first empty slot (hand-made rows), and end_weight makes the
+    loss the weighted mean of the token NLL with that slot weighing end_weight."""
+    from model.training.slack_rows import fill_ends, slack_row
+    E = 7
+    ids = torch.tensor([[0, 5, 6, E, E, E, 8, 9], [0, E, E, 4, 5, 6, 8, E]])
+    want = torch.tensor([[0, 0, 0, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(fill_ends(ids, E), want), f"{fill_ends(ids, E).int().tolist()} != {want.int().tolist()}"
+    model = make_a3()
+    rng = random.Random(0)
+    rows = [slack_row(torch.randint(8, 60, (40,)).index_fill(0, torch.tensor([0]), 0), rng, E, margin=8,
+                      max_slots=16) for _ in range(2)]
+    ids, g = torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+    assert fill_ends(ids, E).sum() >= 1, "at least one slack row should have an unused slot"
+    with torch.no_grad():
+        got = stage_loss(model, ids, g, score_first=False, end_weight=5.0, empty_id=E).item()
+        plain = stage_loss(model, ids, g, score_first=False).item()
+        lp = model.token_logprobs(ids, g)
+    w = (1.0 + 4.0 * fill_ends(ids, E).float()) * (g > 0)
+    want = (-(lp * w).sum() / w.sum()).item()
+    assert got == pytest.approx(want, rel=1e-5), f"{got} vs hand-weighted {want}"
+    assert got != pytest.approx(plain, rel=1e-6), "the weight should change the loss"
+
+
 def test_a_slack_stage_trains_and_records_the_length_signal(corpus, tmp_path):
     """A stage with slack_share trains, and the checkpoint names its empty token and slot limit."""
     from model.training.loop import Stage, TrainConfig, train

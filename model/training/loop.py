@@ -70,7 +70,8 @@ def batch_loss(model, stage: Stage, ids: torch.Tensor, sampler, run: Run, dgen) 
         ids, g = apply_slack(ids, g, stage.slack_share, run.rng, run.empty_id, starts, run.cfg.max_slots)
         ids, g = ids.to(g.device), g.to(g.device)
     if not (left_to_right and stage.anchor > 0):
-        return stage_loss(model, ids, g, stage.score_first or not own, tail_weight=stage.tail_weight if own else 1.0)
+        return stage_loss(model, ids, g, stage.score_first or not own, tail_weight=stage.tail_weight if own else 1.0,
+                          end_weight=stage.end_weight, empty_id=run.empty_id if own and stage.slack_share > 0 else None)
     loss, logits = stage_loss(model, ids, g, True, return_logits=True)
     return loss + stage.anchor * anchor_kl(model, ids, logits)
 

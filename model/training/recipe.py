@@ -35,6 +35,7 @@ class Stage:
     anchor: float = 0.0  # A3 LoRA stages: weight of KL(base || A3) on left-to-right batches
     tail_weight: float = 1.0  # loss weight of the last two tokens of every blank span (steps.blank_tails)
     slack_share: float = 0.0  # share of this stage's own rows given a blank with slack slots (slack_rows.py)
+    end_weight: float = 1.0  # loss weight of the slot where a slack blank's fill ends (slack_rows.fill_ends)
 
 
 @dataclass
@@ -112,9 +113,10 @@ def check(cfg: TrainConfig) -> None:
     for s in cfg.stages:
         if stage_kind(s.sampler) == "diffusion":
             anneal_ratio(s.sampler, 0)
-        if not 0.0 <= s.ar_share <= 1.0 or s.anchor < 0 or s.tail_weight <= 0 or not 0.0 <= s.slack_share <= 1.0:
+        if (not 0.0 <= s.ar_share <= 1.0 or s.anchor < 0 or s.tail_weight <= 0 or s.end_weight <= 0
+                or not 0.0 <= s.slack_share <= 1.0):
             raise ValueError(f"stage {s.name!r}: ar_share and slack_share must be in [0, 1], anchor >= 0 and "
-                             "tail_weight > 0")
+                             "tail_weight and end_weight > 0")
         if s.anchor and not cfg.lora:
             raise ValueError(f"stage {s.name!r}: the KL anchor compares with the base through the disabled "
                              "LoRA adapter; set `lora` or drop `anchor`")

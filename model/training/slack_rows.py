@@ -11,6 +11,7 @@ and the probability it gives that token is how sure it is of the length (docs/DE
 
     slack_row(row, rng, empty_id, starts)      one row (T,) -> (ids (T,), group ids (T,))
     apply_slack(ids, g, share, rng, ...)       a batch: `share` of its rows replaced by slack rows
+    fill_ends(ids, empty_id)                   (B, T) the slot where each slack blank's fill ends
 
 M is drawn first (uniform in [min_slots, max_slots]) and the span's length L given M (whole
 clauses or sentences that fit, else uniform in [1, M]), so that what the model learns of the
@@ -70,3 +71,12 @@ def apply_slack(ids: torch.Tensor, g: torch.Tensor, share: float, rng: random.Ra
             ids[r], g[r] = slack_row(ids[r], rng, empty_id, None if starts is None else starts[r],
                                      max_slots=max_slots)
     return ids, g
+
+
+def fill_ends(ids: torch.Tensor, empty_id: int) -> torch.Tensor:
+    """(B, T) True at each slack blank's first empty slot: the one decision in the row of where the
+    fill ends (the empties after it follow from it). The stage's end_weight weighs its loss."""
+    empty = ids == empty_id
+    before = torch.zeros_like(empty)
+    before[:, 1:] = empty[:, :-1]
+    return empty & ~before

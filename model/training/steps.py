@@ -18,6 +18,8 @@ from model.backbones.lora import adapters_disabled
 from model.core.a3 import A3Model
 from model.corpus.austen import load_packed
 
+from .slack_rows import fill_ends
+
 
 class TrainData:
     """Training rows of the recipe's corpora, drawn by their shares; held-out rows of each."""
@@ -84,7 +86,8 @@ def blank_tails(g: torch.Tensor, tail: int = 2) -> torch.Tensor:
 
 
 def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True,
-               return_logits: bool = False, tail_weight: float = 1.0):
+               return_logits: bool = False, tail_weight: float = 1.0, end_weight: float = 1.0,
+               empty_id: int | None = None):
     """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g (B, T).
 
     score_first=False leaves out each sequence's first group, whose tokens are predicted from the
@@ -94,6 +97,8 @@ def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bo
     the cost of the content stream plus a few query rows.
     tail_weight: the loss weight of the last two tokens of every blank span (blank_tails), the
     others weigh 1; the loss is the weighted mean.
+    end_weight: the loss weight of each slack blank's first empty slot (slack_rows.fill_ends of
+    empty_id), where the fill ends: one token of the row carries the whole length decision.
     return_logits: (loss, A3 logits (B, T, V)) for the anchor."""
     if g is None:
         return model(input_ids=ids, labels=ids).loss
@@ -105,9 +110,11 @@ def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bo
         out = model(ids, g, labels=labels)
         return out.loss, out.logits
     qpos = A3Model.scored_positions(labels) if not score_first else None
-    if tail_weight == 1.0:
+    if tail_weight == 1.0 and (end_weight == 1.0 or empty_id is None):
         return model(ids, g, labels=labels, query_positions=qpos).loss
     weights = 1.0 + (tail_weight - 1.0) * blank_tails(g).float()  # (B, T)
+    if empty_id is not None:
+        weights = weights + (end_weight - 1.0) * fill_ends(ids, empty_id).float()
     logits = model(ids, g, query_positions=qpos).logits  # (B, M, V)
     if qpos is not None:
         labels, weights = labels.gather(1, qpos), weights.gather(1, qpos)
