@@ -10,8 +10,9 @@ one row per line of OUT/curve.jsonl: tokens, seconds, Brown and Austen right-sid
 tokens, last two), Brown left-to-right vs the base; with a length signal, its teacher-forced end
 hazard, `python -m model.evaluation.end_signal`: end_p, before_p, end_top, greedy_ends). Each
 chunk's adapter is kept in OUT/eval/tokens-N/adapter/. When the mean of the Brown and Austen gains
-over all tokens improves, OUT/best/ gets a copy of the adapter (commit it to assets/ from there:
-it is what `init_adapter` continues from on a fresh machine). The campaign stops after --hours of
+over all tokens improves and Brown left-to-right stays within --max-forgetting of the base,
+OUT/best/ gets a copy of the adapter (commit it to assets/ from there: it is what `init_adapter`
+continues from on a fresh machine). The campaign stops after --hours of
 training, when the recipe is finished, or when the gain has not improved for --flat-hours.
 """
 from __future__ import annotations
@@ -69,13 +70,16 @@ def main(argv=None) -> None:
     p.add_argument("--flat-hours", type=float, default=2, help="stop when the gain has not improved for this long")
     p.add_argument("--rows", type=int, default=8, help="held-out rows per Brown genre")
     p.add_argument("--austen-rows", type=int, default=32, help="held-out Austen rows")
+    p.add_argument("--max-forgetting", type=float, default=0.02,
+                   help="a snapshot is kept as best only if Brown left-to-right NLL is at most this much above the base's")
     p.add_argument("--threads", type=int, default=2, help="threads for training and measuring")
     a = p.parse_args(argv)
     out = Path(a.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     curve = out / "curve.jsonl"
     points = [json.loads(x) for x in curve.read_text().splitlines()] if curve.is_file() else []
-    best = max((pt["score"] for pt in points), default=float("-inf"))
+    kept = [pt for pt in points if pt["brown_l2r_vs_base"] <= a.max_forgetting]
+    best = max((pt["score"] for pt in kept), default=float("-inf"))
     best_at = max((pt["elapsed"] for pt in points if pt["score"] == best), default=0.0)
     start = time.time()
     while (time.time() - start) / 3600 < a.hours:
@@ -95,7 +99,7 @@ def main(argv=None) -> None:
         with curve.open("a") as f:
             f.write(json.dumps(pt) + "\n")
         print(json.dumps(pt), flush=True)
-        if score > best:
+        if score > best and pt["brown_l2r_vs_base"] <= a.max_forgetting:
             best, best_at = score, prog["elapsed"]
             shutil.rmtree(out / "best.tmp", ignore_errors=True)
             (out / "best.tmp").mkdir()
