@@ -8,7 +8,7 @@ OUT/last), then measures OUT/last on the held-out rows of the per-domain table w
 left-to-right and right-side parts (`python -m model.metrics --domains --parts ar,right`, fp32,
 one row per line of OUT/curve.jsonl: tokens, seconds, Brown and Austen right-side gains (all
 tokens, last two), Brown left-to-right vs the base; with a length signal, its teacher-forced end
-hazard, `python -m model.evaluation.end_signal`: end_p, before_p, end_top, greedy_ends). Each
+hazard, `python -m model.evaluation.end_signal`: end_p, before_p, end_top, greedy_ends, l2r_empty). Each
 chunk's adapter is kept in OUT/eval/tokens-N/adapter/. When the mean of the Brown and Austen gains
 over all tokens improves and Brown left-to-right stays within --max-forgetting of the base,
 OUT/best/ gets a copy of the adapter (commit it to assets/ from there: it is what `init_adapter`
@@ -52,7 +52,7 @@ def measure(out: Path, rows: int, austen_rows: int, threads: int) -> dict:
                             "--rows", "30", "--threads", str(threads), "--out", str(dest / "end_signal.json")],
                            check=True)
         sig = json.loads((dest / "end_signal.json").read_text())
-        signal = {k: sig[k] for k in ("end_p", "before_p", "end_top", "greedy_ends")}
+        signal = {k: sig[k] for k in ("end_p", "before_p", "end_top", "greedy_ends", "l2r_empty") if k in sig}
     res = json.loads((dest / "domains.json").read_text())
     model = next(k for k in res["austen"] if k != "base")
     b, a = res["brown (all genres)"], res["austen"]

@@ -1,6 +1,8 @@
 """A blank whose length the model chooses with its learned length signal (core/chosen_length.py):
 the empty token never reaches a fixed-length blank, a slack blank's fill sits at the front of its
 slots whatever the order, closing slots end it, and compaction gives the story as filled."""
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import make_a3
@@ -129,3 +131,32 @@ def test_compact_without_an_ending_keeps_every_slot():
     assert trace.chosen == {"slots": 8, "length": 8, "p_end": None}, f"chosen: {trace.chosen}"
     assert len(trace.output_ids) == len(ids), "nothing removed"
     assert isinstance(compact(trace, SlackBlank(10, 8, EMPTY)).chosen, dict), "compact is idempotent on words"
+
+
+def test_the_slack_marker_reaches_the_queries_of_slack_slots_only():
+    """With the marker trained (length_signal["marker"]), a query at a slack slot starts from w +
+    the empty token's embedding: the forward changes there and nowhere else, and the cached decode
+    marks the same queries as the full recompute (same tokens, same probabilities)."""
+    ids, mask = request()
+    model = with_signal()
+    model.a3_config.length_signal["marker"] = True
+    slots = torch.zeros_like(mask)
+    slots[10:18] = True
+    g = torch.arange(len(ids)) * mask  # the visible text in group 0, each blank its own group
+    with torch.no_grad():
+        plain = model(ids[None], g[None]).logits[0]
+        marked = model(ids[None], g[None], slack_mask=slots[None]).logits[0]
+    assert torch.equal(plain[~slots], marked[~slots]), "the marker must not reach a query outside the slots"
+    assert (plain[slots] - marked[slots]).abs().amax(-1).min() > 1e-4, "every slack slot's query should move"
+    for strategy in ("left_to_right", "confidence"):
+        cfg = DecodeConfig(strategy=strategy, slack=(10, 8, 1))
+        cached = run_batch(model, [(ids, mask)], [cfg], compact_slack=False)[0]
+        full = run_batch(model, [(ids, mask)], [replace(cfg, use_cache=False)], compact_slack=False)[0]
+        assert cached.output_ids == full.output_ids, f"{strategy}: cached and full runs chose differently"
+        for a, b in zip(cached.steps, full.steps):
+            assert a.probs == pytest.approx(b.probs, abs=1e-5), f"{strategy}: step {a.index} probabilities differ"
+    marked_run = run_batch(model, [(ids, mask)], [DecodeConfig(slack=(10, 8, 1))], compact_slack=False)[0]
+    model.a3_config.length_signal["marker"] = False
+    unmarked = run_batch(model, [(ids, mask)], [DecodeConfig(slack=(10, 8, 1))], compact_slack=False)[0]
+    assert unmarked.steps[0].probs != pytest.approx(marked_run.steps[0].probs, abs=1e-6), \
+        "decoding a slack slot should use the marker when the signal was trained with it"

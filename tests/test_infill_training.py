@@ -219,7 +219,8 @@ def test_a_slack_stage_trains_and_records_the_length_signal(corpus, tmp_path):
                               Stage("3-user", "user:3-8", 3, 3e-3, 1, score_first=False, slack_share=0.5)])
     final = train(cfg)
     sig = A3Model.from_pretrained(final).a3_config.length_signal
-    assert sig == {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12}, f"length signal recorded: {sig}"
+    assert sig == {"empty_id": 3, "empty_token": "<mask>", "max_slots": 12, "marker": True}, \
+        f"length signal recorded: {sig}"
     with pytest.raises(ValueError, match="empty_token"):
         train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "bad"), "empty_token": "<nothing>"}))
 

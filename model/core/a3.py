@@ -73,9 +73,21 @@ class A3Model(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.base.get_input_embeddings()(ids)
 
-    def query_input(self, B: int, M: int) -> torch.Tensor:
-        """(B, M, C): the query stream's input, w at every target."""
-        return self.w.view(1, 1, -1).expand(B, M, -1)
+    def slack_marker(self) -> torch.Tensor | None:
+        """(C,) what a slack slot's query adds to w, when the length signal was trained with it:
+        the input embedding of the empty token (no new parameter), so that the model can tell a
+        blank whose length it chooses from one of given length (docs/DESIGN.md). None otherwise."""
+        sig = self.a3_config.length_signal or {}
+        if not sig.get("marker"):
+            return None
+        return self.embed(torch.tensor([sig["empty_id"]], device=self.device))[0]
+
+    def query_input(self, B: int, M: int, marked: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, M, C): the query stream's input, w at every target, plus the slack marker at the
+        targets `marked` (B, M) True (slots of a blank whose length the model chooses)."""
+        w = self.w.view(1, 1, -1).expand(B, M, -1)
+        v = self.slack_marker() if marked is not None else None
+        return w if v is None else w + marked[..., None].to(w.dtype) * v
 
     def head(self, q_states: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits from final-norm query states (fp32 for stable softmax)."""
@@ -84,7 +96,8 @@ class A3Model(nn.Module):
     # ------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, group_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                content_out: bool = False, query_positions: torch.Tensor | None = None) -> A3Output:
+                content_out: bool = False, query_positions: torch.Tensor | None = None,
+                slack_mask: torch.Tensor | None = None) -> A3Output:
         """One full two-stream forward over a BOS-first batch under a grouping.
 
         input_ids, group_ids: (B, T); attention_mask: (B, T) 1 for real tokens; labels: (B, T)
@@ -92,6 +105,7 @@ class A3Model(nn.Module):
         the BOS is a target). query_positions: (B, M) the positions whose predictions are wanted
         (default: all T); the query stream then runs at those M rows only, and every row it runs
         equals the full forward's row at that position (the query rows never see each other).
+        slack_mask: (B, T) True at the slots of slack blanks (their queries get the slack marker).
         Returns loss (if labels) and logits (B, T, V), or (B, M, V) at query_positions.
         """
         B, T = input_ids.shape
@@ -105,11 +119,13 @@ class A3Model(nn.Module):
         q_g = g.clone()
         q_g[:, 0] = 0
         q_pos = pos
+        marked = None if slack_mask is None else slack_mask.to(input_ids.device).bool()  # (B, T)
         if query_positions is not None:
             q_pos = query_positions.to(input_ids.device).long()  # (B, M)
             q_g = q_g.gather(1, q_pos)
+            marked = None if marked is None else marked.gather(1, q_pos)
         q_states, c_states = two_stream_walk(self.base, self.embed(input_ids), pos, g, valid,
-                                             self.query_input(B, q_pos.shape[1]), q_pos, q_g,
+                                             self.query_input(B, q_pos.shape[1], marked), q_pos, q_g,
                                              content_out=content_out)
         logits = self.head(q_states)
         loss = None

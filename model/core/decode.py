@@ -55,6 +55,9 @@ class _Row:
         self.cfg, self.T = cfg, ids.numel()
         self.slack = None if cfg.slack is None else SlackBlank(cfg.slack[0], cfg.slack[1], empty_id, cfg.slack[2])
         self.ids, self.mask = ids.to(dev), mask
+        self.slots = torch.zeros(self.T, dtype=torch.bool, device=dev)  # (T,) a slack blank's slots
+        if self.slack is not None:
+            self.slots[self.slack.first:self.slack.first + self.slack.slots] = True
         self.blanks = mask.nonzero().flatten().tolist()
         self.visible = (~mask).nonzero().flatten().tolist()
         self.sampler = Sampler(cfg.sampling, dev)
@@ -107,8 +110,9 @@ def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[t
     h_groups = torch.stack([r.g[p] for r, p in zip(rows, h_pos)]).masked_fill(~h_valid, PAD_GROUP)
     q_pos, _ = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
     q_groups = torch.tensor([r.next_group for r in rows], device=dev)[:, None].expand_as(q_pos)
+    marked = torch.stack([r.slots[p] for r, p in zip(rows, q_pos)])  # (B, M) queries at slack slots
     q_states, _ = two_stream_walk(model.base, model.embed(ids), h_pos, h_groups, h_valid,
-                                  model.query_input(len(rows), q_pos.shape[1]), q_pos, q_groups, cache=cache,
+                                  model.query_input(len(rows), q_pos.shape[1], marked), q_pos, q_groups, cache=cache,
                                   content_out=content_out)
     return model.head(q_states)
 
@@ -135,12 +139,13 @@ def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tenso
     ids = torch.zeros(len(rows), Tm, dtype=torch.long, device=dev)
     g = torch.zeros_like(ids)
     real = torch.zeros_like(ids, dtype=torch.bool)
+    slots = torch.zeros_like(real)
     for b, (r, tgt) in enumerate(zip(rows, tgts)):
         g_full = r.g.clone()
         g_full[r.open] = r.next_group + 1  # blanks not queried now sit in a later group
         g_full[tgt] = r.next_group
-        ids[b, :r.T], g[b, :r.T], real[b, :r.T] = r.ids, g_full, True
-    logits = model(ids, g, attention_mask=real).logits  # (B, Tm, V)
+        ids[b, :r.T], g[b, :r.T], real[b, :r.T], slots[b, :r.T] = r.ids, g_full, True, r.slots
+    logits = model(ids, g, attention_mask=real, slack_mask=slots).logits  # (B, Tm, V)
     q_pos, _ = _pad(tgts, 0, dev)
     return logits.gather(1, q_pos[..., None].expand(-1, -1, logits.shape[-1]))
 

@@ -5,4 +5,5 @@
     card_metrics + domains                       a model card's likelihoods, per domain (python -m model.metrics)
     benchmark + bench_systems + bench_report     the speed benchmark (python -m model.bench)
     precision_bench                              CPU precisions and threads vs the bandwidth limit (--cpu-precision)
+    end_signal                                   the length signal's end hazard, teacher forced (python -m ...end_signal)
 """

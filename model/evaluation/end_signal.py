@@ -5,14 +5,18 @@ empty token at a slack blank's slots. Decoding left to right, the fill ends at t
 model gives the empty token; so what matters is the *hazard* h_j = p(empty at slot j | the fill's
 true first j tokens, both sides): high at the true end L, low before it. This measures it on
 held-out rows made exactly as training makes them (slack_rows.slack_row), with the true text in
-the slots before j (one scored variant per j, all in one batch per row):
+the slots before j (one forward per row: slot j's query sees the slots before it, not itself):
 
     end_p        mean h_L, the probability of ending at the true end
     before_p     mean h_j over j < L, the probability of ending too early, per slot
     end_top      share of rows whose largest hazard over j <= L is at the true end
     greedy_ends  share of rows where greedy would end at the true end: h_L > 0.5, h_j < 0.5 before
 
-It is cheaper than `python -m model.fills --pools greedy,signal` (about 5 s a row on one core)
+and what the signal costs everywhere else: `l2r_empty`, the empty token's mean probability at every
+left-to-right position of held-out rows (mass taken from the true tokens of every fixed-length
+likelihood; a perfect signal gives it none).
+
+It is cheaper than `python -m model.fills --pools greedy,signal` (one forward a row)
 and answers a narrower question: it follows a training run while the signal is being learned.
 
     python -m model.evaluation.end_signal --model ~/.cache/a3-studio/runs/a3-smollm2-rs/last --rows 30
@@ -27,7 +31,7 @@ from pathlib import Path
 import torch
 
 from model.core.chosen_length import length_signal
-from model.core.scoring import score_blanks
+from model.core.groups import group_ids_from_order
 from model.training.slack_rows import slack_row
 
 
@@ -58,13 +62,27 @@ def end_hazards(model, rows: list[tuple[torch.Tensor, torch.Tensor]]) -> list[di
         at = (ids[slots] == empty).nonzero().flatten()
         if not len(at):  # the span took every slot: no end to find
             continue
-        L = int(at[0])
-        var = ids[None].repeat(L + 1, 1)  # (L+1, T): variant j asks for the empty token at slot j
-        var[torch.arange(L + 1), slots[:L + 1]] = empty
-        lp = score_blanks(model, var.to(dev), mask.to(dev))  # (L+1, M) log p of each slot's token
-        h = lp[torch.arange(L + 1), torch.arange(L + 1)].exp().cpu()  # (L+1,) the hazard at slots 0..L
+        L, T = int(at[0]), len(ids)
+        visible = (~mask).nonzero().flatten().tolist()
+        g = group_ids_from_order(T, visible, [[p] for p in slots.tolist()]).clamp(min=0)  # left to right
+        # slot j's query sees the slots before it (the true text), not its own token: one row serves all j
+        logits = model(ids[None].to(dev), g[None].to(dev), query_positions=slots[None, :L + 1].to(dev),
+                       slack_mask=mask[None].to(dev)).logits  # (1, L+1, V)
+        h = logits[0].float().softmax(-1)[:, empty].cpu()  # (L+1,) the hazard at slots 0..L
         out.append({"L": L, "M": len(slots), "h": h.tolist()})
     return out
+
+
+@torch.no_grad()
+def left_to_right_empty(model, ids: torch.Tensor) -> float:
+    """Mean p(empty token) over the predicted positions of rows ids (B, T), BOS first, scored left
+    to right (singleton groups in position order, no slack slot)."""
+    empty = length_signal(model)["empty_id"]
+    dev = next(model.parameters()).device
+    B, T = ids.shape
+    g = torch.arange(T).expand(B, T)  # position i in group i: each token sees those before it
+    logits = model(ids.to(dev), g.to(dev)).logits[:, 1:]  # (B, T-1, V)
+    return logits.float().softmax(-1)[..., empty].mean().item()
 
 
 def summary(rows: list[dict]) -> dict:
@@ -98,7 +116,13 @@ def main(argv=None) -> None:
         raise SystemExit(f"{a.model} has no length signal in its config (a3.length_signal); train with slack_share")
     rows = end_hazards(model, slack_rows(tok, Path(a.text).read_text(), a.rows, a.seq_len, sig["empty_id"], a.seed,
                                          sig.get("max_slots", 48)))
-    res = summary(rows)
+    ids = torch.tensor(tok.encode(Path(a.text).read_text(), add_special_tokens=False))
+    n0 = a.rows * a.seq_len  # the rows after the slack rows' text
+    if len(ids) < n0 + 8 * a.seq_len:
+        raise SystemExit(f"{a.text} is too short for {a.rows} slack rows and 8 left-to-right rows; ask fewer --rows")
+    l2r = ids[n0:n0 + 8 * a.seq_len].view(8, a.seq_len).clone()
+    l2r[:, 0] = tok.bos_token_id
+    res = {**summary(rows), "l2r_empty": left_to_right_empty(model, l2r)}
     print(json.dumps(res))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -66,12 +66,14 @@ def batch_loss(model, stage: Stage, ids: torch.Tensor, sampler, run: Run, dgen) 
     starts = None if left_to_right else clause_starts(ids.cpu(), run.punct)
     g = grouping_batch(AR if left_to_right else sampler, len(ids), run.cfg.seq_len, run.rng, starts).to(ids.device)
     own = not left_to_right or stage.sampler == "ar"  # a batch of the stage's own sampler
+    slots = None
     if own and stage.slack_share > 0:
-        ids, g = apply_slack(ids, g, stage.slack_share, run.rng, run.empty_id, starts, run.cfg.max_slots)
-        ids, g = ids.to(g.device), g.to(g.device)
+        ids, g, slots = apply_slack(ids, g, stage.slack_share, run.rng, run.empty_id, starts, run.cfg.max_slots)
+        ids, g, slots = ids.to(g.device), g.to(g.device), slots.to(g.device) if run.cfg.slack_marker else None
     if not (left_to_right and stage.anchor > 0):
         return stage_loss(model, ids, g, stage.score_first or not own, tail_weight=stage.tail_weight if own else 1.0,
-                          end_weight=stage.end_weight, empty_id=run.empty_id if own and stage.slack_share > 0 else None)
+                          end_weight=stage.end_weight, empty_id=run.empty_id if own and stage.slack_share > 0 else None,
+                          slack_mask=slots)
     loss, logits = stage_loss(model, ids, g, True, return_logits=True)
     return loss + stage.anchor * anchor_kl(model, ids, logits)
 
@@ -159,7 +161,7 @@ def train(cfg: TrainConfig) -> Path | None:
             model = enter_stage(model, stage, out, tokenizer, cfg, acc.is_main_process)
             if stage.slack_share > 0:  # the checkpoint says that it has learned the length signal
                 model.a3_config.length_signal = {"empty_id": run.empty_id, "empty_token": cfg.empty_token,
-                                                 "max_slots": cfg.max_slots}
+                                                 "max_slots": cfg.max_slots, "marker": cfg.slack_marker}
             model, finished = train_stage(model, stage, data, tokenizer, run, bool(resumed))
             resumed = None  # the saved optimizer belongs to the first stage resumed only
             if not finished:

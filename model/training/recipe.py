@@ -63,6 +63,9 @@ class TrainConfig:
     # most slots a slack blank has; a stage's slack_share > 0 needs empty_token to be one token of the vocabulary
     empty_token: str = "<repo_name>"  # SmolLM2's <empty_output> shares its embedding row with six tokens
     max_slots: int = 48
+    # slack slots' queries start from w + the empty token's embedding (a3.slack_marker): the model can tell
+    # a blank whose length it chooses from one of given length, so the signal stays out of the others
+    slack_marker: bool = True
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_rows: int = 64  # held-out rows per evaluation (per corpus with data_mix)

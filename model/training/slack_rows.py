@@ -10,7 +10,7 @@ and the probability it gives that token is how sure it is of the length (docs/DE
 "Blank lengths the model chooses").
 
     slack_row(row, rng, empty_id, starts)      one row (T,) -> (ids (T,), group ids (T,))
-    apply_slack(ids, g, share, rng, ...)       a batch: `share` of its rows replaced by slack rows
+    apply_slack(ids, g, share, rng, ...)       a batch: `share` of its rows replaced by slack rows (+ slots)
     fill_ends(ids, empty_id)                   (B, T) the slot where each slack blank's fill ends
 
 M is drawn first (uniform in [min_slots, max_slots]) and the span's length L given M (whole
@@ -61,16 +61,20 @@ def slack_row(row: torch.Tensor, rng: random.Random, empty_id: int, starts: torc
 
 
 def apply_slack(ids: torch.Tensor, g: torch.Tensor, share: float, rng: random.Random, empty_id: int,
-                starts: torch.Tensor | None = None, max_slots: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, g) of a batch (B, T) with `share` of its rows (drawn independently) made slack rows."""
+                starts: torch.Tensor | None = None, max_slots: int = 48
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, g, slots) of a batch (B, T) with `share` of its rows (drawn independently) made slack
+    rows; slots (B, T) is True at their blanks' slots (where the slack marker goes, a3.slack_marker)."""
+    slots = torch.zeros_like(ids, dtype=torch.bool)
     if share <= 0:
-        return ids, g
+        return ids, g, slots
     ids, g = ids.clone(), g.clone()
     for r in range(ids.shape[0]):
         if rng.random() < share:
             ids[r], g[r] = slack_row(ids[r], rng, empty_id, None if starts is None else starts[r],
                                      max_slots=max_slots)
-    return ids, g
+            slots[r] = g[r] > 0
+    return ids, g, slots
 
 
 def fill_ends(ids: torch.Tensor, empty_id: int) -> torch.Tensor:

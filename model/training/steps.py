@@ -87,7 +87,7 @@ def blank_tails(g: torch.Tensor, tail: int = 2) -> torch.Tensor:
 
 def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bool = True,
                return_logits: bool = False, tail_weight: float = 1.0, end_weight: float = 1.0,
-               empty_id: int | None = None):
+               empty_id: int | None = None, slack_mask: torch.Tensor | None = None):
     """Mean NLL of one batch: a causal LM (g None, HF shifts) or A3 under groupings g (B, T).
 
     score_first=False leaves out each sequence's first group, whose tokens are predicted from the
@@ -99,6 +99,7 @@ def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bo
     others weigh 1; the loss is the weighted mean.
     end_weight: the loss weight of each slack blank's first empty slot (slack_rows.fill_ends of
     empty_id), where the fill ends: one token of the row carries the whole length decision.
+    slack_mask: (B, T) the slack blanks' slots, whose queries get the slack marker (a3.slack_marker).
     return_logits: (loss, A3 logits (B, T, V)) for the anchor."""
     if g is None:
         return model(input_ids=ids, labels=ids).loss
@@ -107,15 +108,15 @@ def stage_loss(model, ids: torch.Tensor, g: torch.Tensor | None, score_first: bo
         first = g[:, 1:].min(dim=1, keepdim=True).values  # (B, 1) the group decoded first
         labels[g == first] = -100
     if return_logits:
-        out = model(ids, g, labels=labels)
+        out = model(ids, g, labels=labels, slack_mask=slack_mask)
         return out.loss, out.logits
     qpos = A3Model.scored_positions(labels) if not score_first else None
     if tail_weight == 1.0 and (end_weight == 1.0 or empty_id is None):
-        return model(ids, g, labels=labels, query_positions=qpos).loss
+        return model(ids, g, labels=labels, query_positions=qpos, slack_mask=slack_mask).loss
     weights = 1.0 + (tail_weight - 1.0) * blank_tails(g).float()  # (B, T)
     if empty_id is not None:
         weights = weights + (end_weight - 1.0) * fill_ends(ids, empty_id).float()
-    logits = model(ids, g, query_positions=qpos).logits  # (B, M, V)
+    logits = model(ids, g, query_positions=qpos, slack_mask=slack_mask).logits  # (B, M, V)
     if qpos is not None:
         labels, weights = labels.gather(1, qpos), weights.gather(1, qpos)
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
