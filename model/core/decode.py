@@ -110,7 +110,8 @@ def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[t
     h_groups = torch.stack([r.g[p] for r, p in zip(rows, h_pos)]).masked_fill(~h_valid, PAD_GROUP)
     q_pos, _ = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
     q_groups = torch.tensor([r.next_group for r in rows], device=dev)[:, None].expand_as(q_pos)
-    marked = torch.stack([r.slots[p] for r, p in zip(rows, q_pos)])  # (B, M) queries at slack slots
+    marked = (torch.stack([r.slots[p] for r, p in zip(rows, q_pos)])  # (B, M) queries at slack slots
+              if any(r.slack is not None for r in rows) else None)
     q_states, _ = two_stream_walk(model.base, model.embed(ids), h_pos, h_groups, h_valid,
                                   model.query_input(len(rows), q_pos.shape[1], marked), q_pos, q_groups, cache=cache,
                                   content_out=content_out)
