@@ -35,17 +35,17 @@ from model.core.groups import group_ids_from_order
 from model.training.slack_rows import slack_row
 
 
-def slack_rows(tokenizer, text: str, n: int, seq_len: int, empty_id: int, seed: int,
+def slack_rows(ids: torch.Tensor, bos_id: int, n: int, seq_len: int, empty_id: int, seed: int,
                max_slots: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """n held-out slack rows (ids (T,), blank mask (T,)) cut from `text`, BOS first."""
-    ids = torch.tensor(tokenizer.encode(text, add_special_tokens=False))
+    """n held-out slack rows (ids (T,), blank mask (T,)) cut from the start of the text's token ids,
+    BOS first."""
     if len(ids) < n * seq_len:
         raise ValueError(f"the held-out text has {len(ids)} tokens; {n} rows of {seq_len} need more: ask fewer --rows")
     rng = random.Random(seed)
     out = []
     for i in range(n):
         row = ids[i * seq_len:(i + 1) * seq_len].clone()
-        row[0] = tokenizer.bos_token_id
+        row[0] = bos_id
         sid, g = slack_row(row, rng, empty_id, max_slots=max_slots)
         out.append((sid, g > 0))
     return out
@@ -114,9 +114,9 @@ def main(argv=None) -> None:
     sig = length_signal(model)
     if not sig:
         raise SystemExit(f"{a.model} has no length signal in its config (a3.length_signal); train with slack_share")
-    rows = end_hazards(model, slack_rows(tok, Path(a.text).read_text(), a.rows, a.seq_len, sig["empty_id"], a.seed,
-                                         sig.get("max_slots", 48)))
     ids = torch.tensor(tok.encode(Path(a.text).read_text(), add_special_tokens=False))
+    rows = end_hazards(model, slack_rows(ids, tok.bos_token_id, a.rows, a.seq_len, sig["empty_id"], a.seed,
+                                         sig.get("max_slots", 48)))
     n0 = a.rows * a.seq_len  # the rows after the slack rows' text
     if len(ids) < n0 + 8 * a.seq_len:
         raise SystemExit(f"{a.text} is too short for {a.rows} slack rows and 8 left-to-right rows; ask fewer --rows")
