@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,14 @@ def progress(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"tokens": 0, "elapsed": 0.0}
 
 
+def copy_adapter(src: Path, dest: Path) -> None:
+    """The adapter's files of checkpoint folder src into dest (made if missing)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ADAPTER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+
+
 def measure(out: Path, rows: int, austen_rows: int, threads: int) -> dict:
     """The right-side and left-to-right numbers of OUT/last on the study's held-out rows."""
     dest = out / "eval" / f"tokens-{progress(out)['tokens']}"
@@ -40,11 +49,9 @@ def measure(out: Path, rows: int, austen_rows: int, threads: int) -> dict:
         subprocess.run([sys.executable, "-m", "model.metrics", "--domains", "--base", "smollm2-135m-gguf",
                         "--model", str(out / "last"), "--rows", str(rows), "--austen-rows", str(austen_rows),
                         "--parts", "ar,right", "--out", str(dest)], check=True,
-                       env={**__import__("os").environ, "OMP_NUM_THREADS": str(threads)})
-    for name in ADAPTER_FILES:  # this chunk's adapter, to measure or ship later
-        if (out / "last" / name).is_file() and not (dest / "adapter" / name).is_file():
-            (dest / "adapter").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(out / "last" / name, dest / "adapter" / name)
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if not (dest / "adapter").is_dir():  # this chunk's adapter, to measure or ship later
+        copy_adapter(out / "last", dest / "adapter")
     signal = {}
     if json.loads((out / "last" / "config.json").read_text()).get("a3", {}).get("length_signal"):
         if not (dest / "end_signal.json").is_file():
@@ -86,7 +93,7 @@ def main(argv=None) -> None:
         before = progress(out)
         proc = subprocess.run([sys.executable, "-m", "model.train", "--config", a.config, "--out", str(out),
                                "--max-seconds", str(60 * a.chunk_minutes)],
-                              env={**__import__("os").environ, "OMP_NUM_THREADS": str(a.threads)})
+                              env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
         if proc.returncode:
             raise SystemExit(f"training failed ({proc.returncode}); see the log")
         prog = progress(out)
@@ -102,10 +109,7 @@ def main(argv=None) -> None:
         if score > best and pt["brown_l2r_vs_base"] <= a.max_forgetting:
             best, best_at = score, prog["elapsed"]
             shutil.rmtree(out / "best.tmp", ignore_errors=True)
-            (out / "best.tmp").mkdir()
-            for name in ADAPTER_FILES:
-                if (out / "last" / name).is_file():
-                    shutil.copy2(out / "last" / name, out / "best.tmp" / name)
+            copy_adapter(out / "last", out / "best.tmp")
             (out / "best.tmp" / "point.json").write_text(json.dumps(pt, indent=1) + "\n")
             shutil.rmtree(out / "best", ignore_errors=True)
             (out / "best.tmp").rename(out / "best")
