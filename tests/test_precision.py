@@ -11,17 +11,26 @@ from model.backbones.precision import PRECISIONS, apply_precision, precision_of,
 from model.core.groups import group_ids_from_order
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, 16, 17, 32, 40])
-def test_bf16_linear_equals_fp32_math_on_the_widened_weights(rows):
-    """Kernel rows (<= 32, in blocks of 16) and mm rows (> 32): y = x @ bf16(W)^T + b to fp32
-    rounding, any width."""
+@pytest.mark.parametrize("rows,threads", [(1, 1), (2, 1), (5, 1), (8, 1), (9, 1), (17, 1), (40, 1), (130, 2)])
+def test_bf16_linear_equals_fp32_math_on_the_widened_weights(rows, threads):
+    """Any number of rows (blocks of 8, each block's tail, several blocks; the kernel's output tiles
+    of 32 and their tail; a product large enough to split across threads): y = x @ bf16(W)^T + b to
+    fp32 rounding, any width."""
     torch.manual_seed(rows)
-    lin = torch.nn.Linear(37, 70)  # widths that are not multiples of 16 exercise the kernel's tail
+    lin = torch.nn.Linear(37, 70)  # widths that are not multiples of 16 (or of the tile) exercise the tails
+    if threads > 1:  # 130 rows x 70 outputs x 37 is under SPLIT_MIN: a wider layer splits
+        lin = torch.nn.Linear(37, 70 * 1000)
     layer = Bf16Linear.from_linear(lin)
     x = torch.randn(rows, 37)
     want = x @ lin.weight.detach().to(torch.bfloat16).float().T + lin.bias.detach()
-    assert torch.allclose(layer(x), want, atol=1e-5), f"max diff {(layer(x) - want).abs().max():.2e}"
-    assert layer(x[None]).shape == (1, rows, 70), "leading dimensions are kept"
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = layer(x)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.allclose(got, want, atol=1e-5), f"max diff {(got - want).abs().max():.2e}"
+    assert layer(x[None]).shape == (1, rows, lin.out_features), "leading dimensions are kept"
 
 
 def test_the_kernel_builds_here():

@@ -5,13 +5,16 @@ matrix: its time is the bytes of weights read. bf16 weights halve those bytes. C
 activations to bf16 as well (a plain bf16 matmul) would round them at every layer, and 30 layers
 of that move the probabilities a user sees by up to 0.07; keeping the activations and the sums in
 fp32 keeps them within 0.02 (docs/benchmarks, the agreement table). PyTorch has no CPU matmul
-of fp32 activations by bf16 weights, so for up to ROWS_MAX rows this module runs a small C++
-kernel (_SOURCE), compiled once by g++ for the CPU at hand (a second or two, cached in
-~/.cache/a3-studio/kernels) and called through ctypes: it widens each bf16 weight to fp32 in
-registers (a 16-bit shift) and accumulates in fp32, reading each weight once for all rows, on
-torch's number of threads (OpenMP). More rows (encoding a story's visible
-text) widen the weights to fp32 first and use the ordinary matmul. Where the compiler or the
-build fails, `kernel()` is None and every call takes that second path: slower, never wrong.
+of fp32 activations by bf16 weights, so this module runs a small C++ kernel (_SOURCE), compiled
+once by g++ for the CPU at hand (a second or two, cached in ~/.cache/a3-studio/kernels) and called
+through ctypes: it widens each bf16 weight to fp32 in registers (a 16-bit shift) and accumulates
+in fp32. It walks the outputs in tiles whose weights stay in cache while every block of 8 rows
+passes over them, so a few rows (a decoding step) read the weights once from memory and many rows
+(encoding a story, scoring candidates) run at about the fp32 matmul's speed without a widened
+copy of the weights (widening the 28M-weight LM head alone took 70 ms a call). Large products
+split their outputs across torch's threads (OpenMP). Where the compiler or the build fails,
+`kernel()` is None and every call widens the weights and uses the ordinary matmul: slower, never
+wrong.
 
     Bf16Linear.from_linear(nn.Linear)    the same layer with bf16 weights, fp32 in and out
 """
@@ -28,8 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SPLIT_MIN = 1 << 22  # weights (4M) from which the kernel splits a matrix across torch's threads
-ROWS_MAX = 32  # at most this many rows take the kernel (two passes of 16); more are compute-bound and use mm
+SPLIT_MIN = 1 << 22  # weights x rows (4M) from which the kernel splits a product across torch's threads
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -40,51 +42,66 @@ _SOURCE = r"""
 
 static inline float widen(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 
-/* rows of y (R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T for outputs [n0, n1), R fixed at compile time */
+/* rows of y (R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T for outputs [n, n + C): R x C accumulators,
+   each weight vector widened once for R rows, each row vector loaded once for C outputs */
+template <int R, int C>
+static inline void block_bf16w(const float* xp, const uint16_t* wp, float* yp, int64_t K, int64_t N, int64_t n) {
+  int64_t k = 0;
+  float acc[R][C];
+#if defined(__AVX512F__)
+  __m512 va[R][C];
+  for (int r = 0; r < R; ++r) for (int c = 0; c < C; ++c) va[r][c] = _mm512_setzero_ps();
+  for (; k + 16 <= K; k += 16) {
+    __m512 wv[C];
+    for (int c = 0; c < C; ++c)
+      wv[c] = _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(wp + (n + c) * K + k))), 16));
+    for (int r = 0; r < R; ++r) {
+      __m512 xv = _mm512_loadu_ps(xp + r * K + k);
+      for (int c = 0; c < C; ++c) va[r][c] = _mm512_fmadd_ps(xv, wv[c], va[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) for (int c = 0; c < C; ++c) acc[r][c] = _mm512_reduce_add_ps(va[r][c]);
+#else
+  for (int r = 0; r < R; ++r) for (int c = 0; c < C; ++c) acc[r][c] = 0.f;
+#endif
+  for (; k < K; ++k)
+    for (int c = 0; c < C; ++c) {
+      float wf = widen(wp[(n + c) * K + k]);
+      for (int r = 0; r < R; ++r) acc[r][c] += xp[r * K + k] * wf;
+    }
+  for (int r = 0; r < R; ++r) for (int c = 0; c < C; ++c) yp[r * N + n + c] = acc[r][c];
+}
+
+/* outputs [n0, n1) of R rows (R fixed at compile time): C = 16 / R outputs at a time (at most 4) */
 template <int R>
 static void rows_bf16w(const float* xp, const uint16_t* wp, float* yp, int64_t K, int64_t N, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint16_t* wr = wp + n * K;
-    int64_t k = 0;
-    float acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = 0.f;
-#if defined(__AVX512F__)
-    __m512 va[R];
-    for (int r = 0; r < R; ++r) va[r] = _mm512_setzero_ps();
-    for (; k + 16 <= K; k += 16) {
-      __m256i h = _mm256_loadu_si256((const __m256i*)(wr + k));
-      __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-      for (int r = 0; r < R; ++r) va[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp + r * K + k), wv, va[r]);
-    }
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_reduce_add_ps(va[r]);
-#endif
-    for (; k < K; ++k) {
-      float wf = widen(wr[k]);
-      for (int r = 0; r < R; ++r) acc[r] += xp[r * K + k] * wf;
-    }
-    for (int r = 0; r < R; ++r) yp[r * N + n] = acc[r];
-  }
+  constexpr int C = 16 / R < 4 ? 16 / R : 4;
+  int64_t n = n0;
+  for (; n + C <= n1; n += C) block_bf16w<R, C>(xp, wp, yp, K, N, n);
+  for (; n < n1; ++n) block_bf16w<R, 1>(xp, wp, yp, K, N, n);
 }
 
 typedef void (*rows_fn)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t, int64_t);
-static const rows_fn ROWS[16] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, rows_bf16w<4>, rows_bf16w<5>,
-                                 rows_bf16w<6>, rows_bf16w<7>, rows_bf16w<8>, rows_bf16w<9>, rows_bf16w<10>,
-                                 rows_bf16w<11>, rows_bf16w<12>, rows_bf16w<13>, rows_bf16w<14>,
-                                 rows_bf16w<15>, rows_bf16w<16>};
+static const rows_fn ROWS[8] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, rows_bf16w<4>,
+                                rows_bf16w<5>, rows_bf16w<6>, rows_bf16w<7>, rows_bf16w<8>};
 
-/* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), on `threads` threads; rows in
-   blocks of 16 (one pass over the weights per block: 16 accumulators fit the 32 vector registers) */
+/* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), on `threads` threads. Each
+   thread takes a share of the outputs, in tiles of NT outputs: a tile's weights (NT x K x 2 bytes)
+   come from memory once and stay in cache while every block of 16 rows passes over them (16
+   accumulators fit the 32 vector registers), so R rows cost one read of the weights. */
+#define NT 32
 extern "C" void mm_bf16w(const float* x, const uint16_t* w, float* y, int64_t R, int64_t K, int64_t N, int threads) {
-  for (int64_t r0 = 0; r0 < R; r0 += 16) {
-    int64_t rb = R - r0 < 16 ? R - r0 : 16;
-    rows_fn f = ROWS[rb - 1];
-    const float* xb = x + r0 * K;
-    float* yb = y + r0 * N;
-    int64_t chunk = (N + threads - 1) / threads;
-    #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; ++t) {
-      int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-      if (n0 < n1) f(xb, w, yb, K, N, n0, n1);
+  int64_t chunk = (N + threads - 1) / threads;
+  #pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; ++t) {
+    int64_t n0 = t * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+    for (int64_t a = n0; a < n1; a += NT) {
+      int64_t b = a + NT < n1 ? a + NT : n1;
+      for (int64_t r0 = 0; r0 < R; r0 += 8) {
+        int64_t rb = R - r0 < 8 ? R - r0 : 8;
+        ROWS[rb - 1](x + r0 * K, w, y + r0 * N, K, N, a, b);
+      }
     }
   }
 }
@@ -134,8 +151,8 @@ def mm_bf16w(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """(R, N) = x (R, K) fp32 @ w (N, K) bf16 ^T in fp32, through the kernel (callers check kernel())."""
     x = x.contiguous()
     y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
-    # a second thread pays for a large matrix only (the LM head); for the others its start costs more
-    threads = torch.get_num_threads() if w.numel() >= SPLIT_MIN else 1
+    # a second thread pays for a large product only (the LM head, or many rows); for the others its start costs more
+    threads = torch.get_num_threads() if w.numel() * x.shape[0] >= SPLIT_MIN else 1
     _KERNEL(x.data_ptr(), w.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], w.shape[0], threads)
     return y
 
@@ -156,7 +173,7 @@ class Bf16Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()  # (R, in)
-        fast = x2.shape[0] <= ROWS_MAX and x2.device.type == "cpu" and kernel() is not None
+        fast = x2.device.type == "cpu" and kernel() is not None
         y = mm_bf16w(x2, self.weight) if fast else x2 @ self.weight.float().T
         if self.bias is not None:
             y = y + self.bias
