@@ -17,6 +17,7 @@ split their outputs across torch's threads (OpenMP). Where the compiler or the b
 wrong.
 
     Bf16Linear.from_linear(nn.Linear)    the same layer with bf16 weights, fp32 in and out
+    linear_bf16w(x, weight, bias)        its product, for any bf16 weight (or row slice of one)
 """
 from __future__ import annotations
 
@@ -114,7 +115,9 @@ _LOCK = threading.Lock()
 
 def _build() -> ctypes.CDLL:
     """Compile _SOURCE for this CPU into ~/.cache/a3-studio/kernels (once per source and CPU)."""
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-x", "c++"]
+    # -ffp-contract=off: the scalar tail (widths not a multiple of 16) rounds each product and sum the
+    # same way whatever the row and output blocking, so an output never depends on its neighbours
+    flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-x", "c++"]
     tag = hashlib.sha256((_SOURCE + " ".join(flags) + platform.processor()).encode()).hexdigest()[:16]
     out = Path(os.environ.get("A3_KERNEL_DIR", Path.home() / ".cache" / "a3-studio" / "kernels")) / f"bf16w-{tag}.so"
     if not out.is_file():
@@ -157,6 +160,19 @@ def mm_bf16w(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def linear_bf16w(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., in) fp32 @ weight (out, in) bf16 ^T (+ bias) in fp32: the kernel on a CPU where it
+    built, else the widened weights through the ordinary matmul. `weight` may be a row slice of a
+    larger contiguous weight (fused.py)."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, weight.shape[1]).float()  # (R, in)
+    fast = x2.device.type == "cpu" and kernel() is not None and weight.is_contiguous()
+    y = mm_bf16w(x2, weight) if fast else x2 @ weight.float().T
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*lead, weight.shape[0])
+
+
 class Bf16Linear(nn.Module):
     """y = x W^T (+ b) with W stored in bfloat16 and everything else in fp32 (x, y, b, the sums)."""
 
@@ -171,13 +187,7 @@ class Bf16Linear(nn.Module):
         return cls(lin.weight, lin.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).float()  # (R, in)
-        fast = x2.device.type == "cpu" and kernel() is not None
-        y = mm_bf16w(x2, self.weight) if fast else x2 @ self.weight.float().T
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        return linear_bf16w(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, weight=bf16, math=fp32"

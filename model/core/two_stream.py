@@ -55,6 +55,18 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return x * cos + rotate_half(x) * sin
 
 
+RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")  # weight * x / rms(x), in fp32
+
+
+def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """norm(x), as one fused op (F.rms_norm) for the LLaMA-style norms on fp32 rows: the same
+    formula as their forward (bit for bit, tested), in one call instead of six; anything else
+    (another norm, another dtype) runs the module itself."""
+    if x.dtype == torch.float32 and type(norm).__name__ in RMS_NORMS and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(x)
+
+
 @dataclass
 class KVCache:
     """Content-stream K/V of committed tokens, per layer, in commit order (preallocated).
@@ -131,10 +143,15 @@ def two_stream_walk(base: nn.Module,
         attn = layer.self_attn
         # at the last layer only the query rows need an output (unless the caller wants content)
         r0 = N if (li == n_layers - 1 and not content_out) else 0
-        a = layer.input_layernorm(x)  # (B, N+M, C), pre-norm exactly as the base model
-        k = attn.k_proj(a[:, :N]).view(B, N, -1, attn.head_dim)  # (B, N, Hkv, D)
-        v = attn.v_proj(a[:, :N]).view(B, N, -1, attn.head_dim).transpose(1, 2)
-        qs = attn.q_proj(a[:, r0:]).view(B, N + M - r0, -1, attn.head_dim)  # (B, R, H, D)
+        a = rms_norm(layer.input_layernorm, x)  # (B, N+M, C), pre-norm exactly as the base model
+        fused = getattr(attn, "a3_qkv", None)  # backbones/fused.py (bf16w): q, k, v in one weight
+        if fused is not None:
+            qs, k, v = fused(a, N, r0)
+        else:
+            qs, k, v = attn.q_proj(a[:, r0:]), attn.k_proj(a[:, :N]), attn.v_proj(a[:, :N])
+        k = k.view(B, N, -1, attn.head_dim)  # (B, N, Hkv, D)
+        v = v.view(B, N, -1, attn.head_dim).transpose(1, 2)
+        qs = qs.view(B, N + M - r0, -1, attn.head_dim)  # (B, R, H, D)
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
             qs, k = attn.q_norm(qs), attn.k_norm(k)
         qs, k = qs.transpose(1, 2), k.transpose(1, 2)
@@ -149,8 +166,8 @@ def two_stream_walk(base: nn.Module,
                                            enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
         o = attn.o_proj(o.transpose(1, 2).reshape(B, N + M - r0, -1))
         x = x[:, r0:] + o
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
     if cache is not None:
         cache.length = s0 + N
-    q_out = net.norm(x[:, x.shape[1] - M:])
-    return q_out, (net.norm(x[:, :N]) if content_out else None)
+    q_out = rms_norm(net.norm, x[:, x.shape[1] - M:])
+    return q_out, (rms_norm(net.norm, x[:, :N]) if content_out else None)
