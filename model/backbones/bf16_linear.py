@@ -92,8 +92,8 @@ static const rows_fn ROWS[8] = {rows_bf16w<1>, rows_bf16w<2>, rows_bf16w<3>, row
 
 /* y (R, N) = x (R, K) @ w (N, K)^T, x and y fp32, w bf16 (raw 16-bit), on `threads` threads. Each
    thread takes a share of the outputs, in tiles of NT outputs: a tile's weights (NT x K x 2 bytes)
-   come from memory once and stay in cache while every block of 16 rows passes over them (16
-   accumulators fit the 32 vector registers), so R rows cost one read of the weights. */
+   come from memory once and stay in cache while every block of 8 rows passes over them (at most
+   16 accumulators, within the 32 vector registers), so R rows cost one read of the weights. */
 #define NT 32
 extern "C" void mm_bf16w(const float* x, const uint16_t* w, float* y, int64_t R, int64_t K, int64_t N, int threads) {
   int64_t chunk = (N + threads - 1) / threads;
