@@ -40,12 +40,22 @@ class FusedQKV(nn.Module):
         row slices of the stacked weight."""
         B, R, _ = a.shape
         w, b, nq, nk = self.weight, self.bias, self.nq, self.nk
-        if B * R <= ALL_ROWS_MAX:
-            y = linear_bf16w(a, w, b)  # (B, R, H D + 2 Hkv D)
+        if self.one_product(B * R):
+            y = self.all_rows(a)  # (B, R, H D + 2 Hkv D)
             return y[:, r0:, :nq], y[:, :n, nq:nq + nk], y[:, :n, nq + nk:]
         kv = linear_bf16w(a[:, :n], w[nq:], None if b is None else b[nq:])  # (B, n, 2 Hkv D)
         q = linear_bf16w(a[:, r0:], w[:nq], None if b is None else b[:nq])
         return q, kv[..., :nk], kv[..., nk:]
+
+    @staticmethod
+    def one_product(rows: int) -> bool:
+        """Whether this many rows take all_rows (a decoding step) rather than a product each."""
+        return rows <= ALL_ROWS_MAX
+
+    def all_rows(self, a: torch.Tensor) -> torch.Tensor:
+        """[q | k | v] of every row of a (B, R, C): (B, R, H D + 2 Hkv D), one product (a decoding
+        step's few rows, where the rows that need only q or only k/v cost no extra bytes)."""
+        return linear_bf16w(a, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"q={self.nq}, k=v={self.nk}, in_features={self.weight.shape[1]}, weight=bf16, math=fp32"

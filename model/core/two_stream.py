@@ -138,30 +138,41 @@ def two_stream_walk(base: nn.Module,
     x = torch.cat([h, q], dim=1)  # (B, N+M, C)
     cos, sin = net.rotary_emb(x, torch.cat([h_pos, q_pos], dim=1))  # (B, N+M, D)
     cos, sin = cos[:, None], sin[:, None]  # (B, 1, N+M, D), broadcast over heads
+    cos_k, sin_k = cos[:, :, :N], sin[:, :, :N]  # the content rows' (the keys')
     n_layers = len(net.layers)
     for li, layer in enumerate(net.layers):
         attn = layer.self_attn
+        D = attn.head_dim
         # at the last layer only the query rows need an output (unless the caller wants content)
         r0 = N if (li == n_layers - 1 and not content_out) else 0
         a = rms_norm(layer.input_layernorm, x)  # (B, N+M, C), pre-norm exactly as the base model
         fused = getattr(attn, "a3_qkv", None)  # backbones/fused.py (bf16w): q, k, v in one weight
-        if fused is not None:
-            qs, k, v = fused(a, N, r0)
+        if fused is not None and fused.one_product(B * (N + M)) and not hasattr(attn, "q_norm"):
+            # a decoding step's few rows: q, k, v of every row in one product, q and k rotated in one call
+            y = fused.all_rows(a)  # (B, N+M, (H + 2 Hkv) D)
+            qk = rope(y[..., :fused.nq + fused.nk].view(B, N + M, -1, D).transpose(1, 2), cos, sin)
+            H = fused.nq // D
+            qs, k = qk[:, :H, r0:], qk[:, H:, :N]  # (B, H, R, D), (B, Hkv, N, D)
+            v = y[:, :N, fused.nq + fused.nk:].view(B, N, -1, D).transpose(1, 2)
         else:
-            qs, k, v = attn.q_proj(a[:, r0:]), attn.k_proj(a[:, :N]), attn.v_proj(a[:, :N])
-        k = k.view(B, N, -1, attn.head_dim)  # (B, N, Hkv, D)
-        v = v.view(B, N, -1, attn.head_dim).transpose(1, 2)
-        qs = qs.view(B, N + M - r0, -1, attn.head_dim)  # (B, R, H, D)
-        if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
-            qs, k = attn.q_norm(qs), attn.k_norm(k)
-        qs, k = qs.transpose(1, 2), k.transpose(1, 2)
-        qs = rope(qs, cos[:, :, r0:], sin[:, :, r0:])
-        k = rope(k, cos[:, :, :N], sin[:, :, :N])
-        if cache is not None:
-            cache.k[li][:, :, s0:s0 + N] = k
-            cache.v[li][:, :, s0:s0 + N] = v
-            k, v = cache.k[li][:, :, :s0 + N], cache.v[li][:, :, :s0 + N]
-        m = None if mask is None else mask[:, :, r0:]
+            if fused is not None:
+                qs, k, v = fused(a, N, r0)
+            else:
+                qs, k, v = attn.q_proj(a[:, r0:]), attn.k_proj(a[:, :N]), attn.v_proj(a[:, :N])
+            k = k.view(B, N, -1, D)  # (B, N, Hkv, D)
+            v = v.view(B, N, -1, D).transpose(1, 2)
+            qs = qs.view(B, N + M - r0, -1, D)  # (B, R, H, D)
+            if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms
+                qs, k = attn.q_norm(qs), attn.k_norm(k)
+            qs, k = qs.transpose(1, 2), k.transpose(1, 2)
+            qs = rope(qs, cos, sin) if r0 == 0 else rope(qs, cos[:, :, r0:], sin[:, :, r0:])
+            k = rope(k, cos_k, sin_k)
+        if cache is not None:  # narrow: one view each (a [:, :, a:b] index is three)
+            ck, cv = cache.k[li], cache.v[li]
+            ck.narrow(2, s0, N).copy_(k)
+            cv.narrow(2, s0, N).copy_(v)
+            k, v = ck.narrow(2, 0, s0 + N), cv.narrow(2, 0, s0 + N)
+        m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
         o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
                                            enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
         o = attn.o_proj(o.transpose(1, 2).reshape(B, N + M - r0, -1))
