@@ -149,11 +149,13 @@ def two_stream_walk(base: nn.Module,
         fused = getattr(attn, "a3_qkv", None)  # backbones/fused.py (bf16w): q, k, v in one weight
         if fused is not None and fused.one_product(B * (N + M)) and not hasattr(attn, "q_norm"):
             # a decoding step's few rows: q, k, v of every row in one product, q and k rotated in one call
+            # (narrow, not [:, a:b] indexing: one operation instead of one per dimension)
             y = fused.all_rows(a)  # (B, N+M, (H + 2 Hkv) D)
-            qk = rope(y[..., :fused.nq + fused.nk].view(B, N + M, -1, D).transpose(1, 2), cos, sin)
-            H = fused.nq // D
-            qs, k = qk[:, :H, r0:], qk[:, H:, :N]  # (B, H, R, D), (B, Hkv, N, D)
-            v = y[:, :N, fused.nq + fused.nk:].view(B, N, -1, D).transpose(1, 2)
+            nqk, H = fused.nq + fused.nk, fused.nq // D
+            qk = rope(y.narrow(2, 0, nqk).view(B, N + M, -1, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N+M, D)
+            qs = qk.narrow(1, 0, H) if r0 == 0 else qk.narrow(1, 0, H).narrow(2, r0, N + M - r0)  # (B, H, R, D)
+            k = qk.narrow(1, H, qk.shape[1] - H).narrow(2, 0, N)  # (B, Hkv, N, D)
+            v = y.narrow(1, 0, N).narrow(2, nqk, fused.nk).view(B, N, -1, D).transpose(1, 2)
         else:
             if fused is not None:
                 qs, k, v = fused(a, N, r0)
@@ -176,7 +178,7 @@ def two_stream_walk(base: nn.Module,
         o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
                                            enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
         o = attn.o_proj(o.transpose(1, 2).reshape(B, N + M - r0, -1))
-        x = x[:, r0:] + o
+        x = (x if r0 == 0 else x.narrow(1, r0, N + M - r0)) + o
         x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
     if cache is not None:
         cache.length = s0 + N
