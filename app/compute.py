@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.core.candidates import candidate_batch, candidates_of, rank
+from model.core.candidates import candidate_batch, candidates_of, needs_right, rank
 from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
 from model.core.scoring import blanks_logp, score_fills, scored_by_its_run
@@ -64,7 +64,9 @@ def as_filled(trace: Trace, cfg: DecodeConfig, empty_id: int | None) -> Trace:
 def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: list[str]):
     """Decode every row (ids, blank_mask, spans) in one batch and score each: kind "run" gets the
     exact log p of its blanks given the visible text (scoring.blanks_logp: the same scale for every
-    order), kind "candidate" its FillScores. A row the model ends itself comes back as decoded
+    order), kind "candidate" its FillScores, kind "ranked" its FillScores without the text after
+    the blank on a CPU (score_fills(right=False): for a rule that does not read it, the scoring
+    walk then covers the blanks instead of the rest of the story; a GPU scores it anyway). A row the model ends itself comes back as decoded
     (its slots and their closing) and is scored as filled (`as_filled`). Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
@@ -80,7 +82,9 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
         for i, (k, t, c) in enumerate(zip(kinds, traces, cfgs)):  # a left-to-right run scored itself
             if k == "run" and scored_by_its_run(c, t):
                 scores[i] = t.log_likelihood
-        for kind, score in (("run", blanks_logp), ("candidate", score_fills)):
+        cpu = model.device.type == "cpu"
+        for kind, score in (("run", blanks_logp), ("candidate", score_fills),
+                            ("ranked", lambda m, r: score_fills(m, r, right=not cpu))):
             idx = [i for i, k in enumerate(kinds) if k == kind and scores[i] is None]
             for i, s in zip(idx, score(model, [filled[i] for i in idx]) if idx else []):
                 scores[i] = s
@@ -97,7 +101,7 @@ class Job:
     key: str
     rows: list[tuple]  # (ids, blank_mask, spans)
     cfgs: list[DecodeConfig]
-    kinds: list[str]  # "run" or "candidate", per row
+    kinds: list[str]  # "run", "candidate" or "ranked" (_compute_rows), per row
     result: tuple | None = None
     error: BaseException | None = None
     done: bool = False
@@ -194,7 +198,8 @@ def execute_candidates(run, plan) -> dict:
     t0 = time.perf_counter()
     requests = [r.request for r in plan.requests]
     rows, cfgs = candidate_batch(requests, plan.configs)
-    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate"] * len(rows)))
+    kind = "candidate" if needs_right(plan.rule, plan.weights) else "ranked"
+    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, [kind] * len(rows)))
     slack = plan.slack
     filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
     cands = candidates_of(requests, plan.configs, filled, scores)

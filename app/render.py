@@ -200,12 +200,13 @@ RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)",
 
 def candidate_rows(rec: dict) -> list[list]:
     """[rank, fill, length, made by, score, log p after the blank, log p fill | both sides] per
-    candidate of a run, best first; [] for a plain run."""
+    candidate of a run, best first; [] for a plain run. log p after the blank is None where the
+    run did not compute it (a CPU ranking by a rule that does not read it: compute.py)."""
     rows = []
     for i, c in enumerate(rec.get("candidates") or []):
         fills = c.get("fills") or (c.get("record") or {}).get("fills") or []
         rows.append([i + 1, " / ".join(f.strip() for f in fills), c["length"], c["label"], round(c["value"], 3),
-                     round(c["right"], 2), round(c["both"], 2)])
+                     None if c.get("right") is None else round(c["right"], 2), round(c["both"], 2)])
     return rows
 
 
@@ -223,6 +224,9 @@ def ranking_note(rec: dict) -> str:
         lengths = ", ".join(str(c["length"]) for c in cands[:8])
         text += (f" The model ended {'each' if len(cands) > 1 else 'the'} fill itself, within {r['slots']} slots: "
                  f"{lengths} tokens.")
+    if len(cands) > 1 and all(c.get("right") is None for c in cands):
+        text += (" Log p after the blank not scored: this rule does not read it, and on a CPU it is most of"
+                 " the ranking's time.")
     if r.get("note"):
         text += f" Note: {r['note']}."
     return text

@@ -27,6 +27,9 @@ def test_candidates_are_ranked_and_the_winner_is_animated(app):
     assert "Best of 4 candidates" in last["status"], f"the status names the ranking: {last['status']}"
     filled = last["filled"]
     assert rows[0][1].split(" / ")[0].strip() in filled, "the winner's fill is the animated one"
+    assert all(r[5] in (None, "") for r in rows) and all(isinstance(r[6], float) for r in rows), \
+        f"on a CPU, a known-length ranking skips the text after the blank, not the fill's both-sides score: {rows}"
+    assert "not scored" in last["status"], f"the status says why that column is empty: {last['status']}"
 
 
 def test_a_blank_whose_length_the_model_chooses(app):
@@ -38,6 +41,7 @@ def test_a_blank_whose_length_the_model_chooses(app):
     m = re.search(r"Chosen length (\d+) tokens \(runners-up: ([\d, ]+)\)", last["status"])
     assert m, f"the status should give the chosen length and the runners-up: {last['status']}"
     assert int(m.group(1)) == rows[0][2], "the chosen length is the winner's"
+    assert all(isinstance(r[5], float) for r in rows), f"the chosen-length rule reads the text after the blank: {rows}"
 
 
 def test_show_another_candidate_and_put_one_into_the_story(app):

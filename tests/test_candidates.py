@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.core.candidates import (Candidate, agreement, candidate_batch, candidates_of, fluent, length_grid,
-                                   length_requests, make_candidates, pool_configs, rank, resize_blank,
-                                   resize_encoded)
+from model.core.candidates import (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE, Candidate,
+                                   agreement, candidate_batch, candidates_of, fluent, length_grid, length_requests,
+                                   make_candidates, needs_right, pool_configs, rank, resize_blank, resize_encoded)
 from model.core.decode import run_batch
 from model.core.infill import Blank, encode_segments
 from model.core.scoring import FillScores, blanks_logp, score_blanks, score_fills
@@ -53,6 +53,39 @@ def test_fill_scores_match_token_logprobs(a3_llama):
     assert s.right == pytest.approx(lp[right].sum().item(), abs=1e-4), "right: the tokens after the blank"
     assert s.both == pytest.approx(score_blanks(a3_llama, ids, mask).sum().item(), abs=1e-4), "both: score_blanks"
     assert s.n_fill == 5, "five blank tokens"
+
+
+def test_scoring_without_the_right_side_keeps_what_the_rules_read(a3_llama):
+    """score_fills(right=False) stops its left-to-right walk at the last blank: fill_left and both
+    equal the full scoring's (one blank, and two blanks with text between), story and right are
+    None, and a rule that does not read them ranks the same candidates in the same order."""
+    ids, mask = _story()
+    two = mask.clone()
+    two[2:4] = True  # a second blank, before the first, with visible text between them
+    rows = []
+    for m in (mask, two):
+        for seed in range(3):
+            filled = ids.clone()
+            filled[m] = torch.randint(4, 99, (int(m.sum()),), generator=torch.Generator().manual_seed(seed))
+            rows.append((filled, m))
+    full, left = score_fills(a3_llama, rows), score_fills(a3_llama, rows, right=False)
+    for i, (f, s) in enumerate(zip(full, left)):
+        assert s.fill_left == pytest.approx(f.fill_left, abs=1e-5), f"row {i}: fill_left without the right side"
+        assert s.both == pytest.approx(f.both, abs=1e-5), f"row {i}: both without the right side"
+        assert (s.story, s.right, s.n_fill) == (None, None, f.n_fill), f"row {i}: story and right are not computed"
+    assert not needs_right(SHIPPED_RULE) and not needs_right("fluent_both_per_token") and not needs_right("mbr"), \
+        "the known-length rule and the per-token likelihoods read no right side"
+    assert needs_right(SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS) and needs_right("story") and needs_right("fluent_right"), \
+        "the chosen-length rule and the story / right rules read it"
+    assert not needs_right("mix", {"mbr": 1.0, "both_per_token": 1.0}), "a mix without story / right reads none"
+    cfgs = pool_configs("orders", 6)
+    reqs = [(ids.tolist(), mask.tolist(), None, 5)]
+    want, got = make_candidates(a3_llama, reqs, cfgs), make_candidates(a3_llama, reqs, cfgs, right=False)
+    for rule in (SHIPPED_RULE, "mbr", "fluent_both_per_token", "fill_left_per_token"):
+        assert [c.label for c in rank(got, rule)] == [c.label for c in rank(want, rule)], \
+            f"{rule}: the same order with and without the right side"
+    with pytest.raises(ValueError, match="right=True"):
+        rank(got, "fluent_right")
 
 
 def test_make_candidates_covers_every_config_and_length(a3_llama):
@@ -233,7 +266,6 @@ def test_the_fills_study_and_the_app_pick_the_same_candidate(a3_llama):
 
     from rouge_score.rouge_scorer import RougeScorer
 
-    from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE
     from model.evaluation.fill_study import LENGTH_CONFIGS, candidate_records
     from model.evaluation.fills_report import Recorded, choose
     ids, mask = _story(5)

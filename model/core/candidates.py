@@ -5,6 +5,7 @@
                                                 candidate_batch (the rows) + candidates_of (the Candidates),
                                                 which the app calls around its own batched compute
     rank(cands, rule)                           the candidates, best first, under one of RULES
+    needs_right(rule, weights)                  whether a rule reads the text after the blank (score_fills' right)
     resize_blank(ids, mask, span, length)       a request with one blank set to another length, and the two
                                                 forms built on it: length_requests (make_candidates'
                                                 requests) and resize_encoded (an infill.Encoded, layout moved)
@@ -76,14 +77,16 @@ class Candidate:
 
 
 def make_candidates(model, requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]],
-                    tokenizer=None) -> list[Candidate]:
+                    tokenizer=None, right: bool = True) -> list[Candidate]:
     """Every config on every request, decoded in one batch and scored.
 
     requests: (ids, blank_mask, spans or None, length) per blank length tried (one entry for a
-    known length); configs: pool_configs' (label, DecodeConfig)."""
+    known length); configs: pool_configs' (label, DecodeConfig); right: score the text after the
+    blank too (score_fills; False is enough for a rule that `needs_right` says does not read it)."""
     rows, cfgs = candidate_batch(requests, configs)
     traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tokenizer, [r[2] for r in rows])
-    return candidates_of(requests, configs, traces, score_fills(model, [(t.output_ids, t.blank_mask) for t in traces]))
+    scores = score_fills(model, [(t.output_ids, t.blank_mask) for t in traces], right=right)
+    return candidates_of(requests, configs, traces, scores)
 
 
 def candidate_batch(requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]]
@@ -163,6 +166,16 @@ SHIPPED_RULE = "fluent_mbr"
 SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "fluent_mix", {"right": 1.0, "mbr": 8.0}
 
 
+RIGHT_PARTS = ("story", "right")  # the RULES that need score_fills(right=True)
+
+
+def needs_right(rule: str, weights: dict[str, float] | None = None) -> bool:
+    """Whether ranking by `rule` (with a "mix" rule's weights) reads story or right, which only
+    score_fills(right=True) computes; "greedy", "mbr" and the per-token likelihoods do not."""
+    base = rule[len(FLUENT):] if rule.startswith(FLUENT) else rule
+    return base in RIGHT_PARTS or (base == "mix" and any(n in RIGHT_PARTS for n in (weights or {})))
+
+
 RULES: dict[str, Callable[[FillScores], float]] = {
     "story": lambda s: s.story,  # the exact log-likelihood of the whole story
     "right": lambda s: s.right,  # how well the fill explains what follows (length-comparable)
@@ -189,6 +202,9 @@ def rule_values(cands: Sequence[Candidate], rule: str, weights: dict[str, float]
     if rule not in RULES:
         raise ValueError(f"unknown ranking rule {rule!r}; choose one of greedy, mbr, mix, "
                          f"{', '.join(RULES)}, each optionally prefixed {FLUENT!r}")
+    if rule in RIGHT_PARTS and any(getattr(c.scores, rule) is None for c in cands):
+        raise ValueError(f"rule {rule!r} reads the text after the blank, which these candidates were scored "
+                         "without; score them with right=True (make_candidates, score_fills)")
     return [RULES[rule](c.scores) for c in cands]
 
 
