@@ -59,15 +59,19 @@ def test_rms_norm_is_the_module_bit_for_bit():
 
 
 def test_a_fused_model_decodes_as_the_unfused_bf16w_model():
-    """The shipped tiny model in bf16w, fused (what apply_precision does) and not: the same tokens
-    and the same probabilities at every step, and the same weight bytes."""
-    plain = apply_precision(load_a3("assets/a3-austen-tiny")[0], "bf16w")  # fused by apply_precision
-    unfused, tok = load_a3("assets/a3-austen-tiny")
+    """The shipped tiny model in bf16w, fused (as apply_precision does, before its step operations,
+    tests/test_step_ops.py) and not: the same tokens and the same probabilities at every step, and
+    the same weight bytes."""
     from model.backbones.precision import _replace_linears
-    _replace_linears(unfused.base, lambda name, lin: Bf16Linear.from_linear(lin))
-    layers = plain.base.model.layers
+    layers = apply_precision(load_a3("assets/a3-austen-tiny")[0], "bf16w").base.model.layers
     assert all(hasattr(l.self_attn, "a3_qkv") and isinstance(l.mlp, FusedMLP) for l in layers), \
         "apply_precision('bf16w') fuses every layer"
+    plain, unfused = load_a3("assets/a3-austen-tiny")[0], load_a3("assets/a3-austen-tiny")[0]
+    tok = load_a3("assets/a3-austen-tiny")[1]
+    for m in (plain, unfused):
+        _replace_linears(m.base, lambda name, lin: Bf16Linear.from_linear(lin))
+    fuse(plain.base)
+    layers = plain.base.model.layers
     assert not hasattr(layers[0].self_attn, "q_proj"), "the stacked weight is the only copy"
     assert weight_bytes(plain) == weight_bytes(unfused), "fusing reads the same weight bytes"
     ids = [tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man in "

@@ -116,22 +116,29 @@ _TRIED = False
 _LOCK = threading.Lock()
 
 
-def _build() -> ctypes.CDLL:
-    """Compile _SOURCE for this CPU into ~/.cache/a3-studio/kernels (once per source and CPU)."""
+def build_library(source: str, stem: str) -> ctypes.CDLL:
+    """Compile a C++ source for this CPU into ~/.cache/a3-studio/kernels/<stem>-<hash>.so (once per
+    source and CPU; A3_KERNEL_DIR moves it) and load it. Raises OSError or SubprocessError where it
+    cannot (no compiler, an odd CPU): callers then keep their PyTorch path."""
     # -ffp-contract=off: the scalar tail (widths not a multiple of 16) rounds each product and sum the
     # same way whatever the row and output blocking, so an output never depends on its neighbours
     flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-x", "c++"]
-    tag = hashlib.sha256((_SOURCE + " ".join(flags) + platform.processor()).encode()).hexdigest()[:16]
-    out = Path(os.environ.get("A3_KERNEL_DIR", Path.home() / ".cache" / "a3-studio" / "kernels")) / f"bf16w-{tag}.so"
+    tag = hashlib.sha256((source + " ".join(flags) + platform.processor()).encode()).hexdigest()[:16]
+    out = Path(os.environ.get("A3_KERNEL_DIR", Path.home() / ".cache" / "a3-studio" / "kernels")) / f"{stem}-{tag}.so"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        src = out.with_suffix(".cpp")
-        src.write_text(_SOURCE)
+        src = out.with_suffix(f".{os.getpid()}.cpp")
+        src.write_text(source)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         subprocess.run([os.environ.get("CXX", "g++"), *flags, str(src), "-o", str(tmp)], check=True,
                        capture_output=True, timeout=120)
         tmp.replace(out)
-    lib = ctypes.CDLL(str(out))
+        src.replace(out.with_suffix(".cpp"))
+    return ctypes.CDLL(str(out))
+
+
+def _build() -> ctypes.CDLL:
+    lib = build_library(_SOURCE, "bf16w")
     lib.mm_bf16w.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                              ctypes.c_int64, ctypes.c_int]
     lib.mm_bf16w.restype = None

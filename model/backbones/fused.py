@@ -74,6 +74,9 @@ class FusedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gu = self.gate_up(x)  # (..., 2 I)
+        step = getattr(self, "a3_step", None)  # step_ops.install: silu(gate) * up in one call
+        if step is not None and gu.is_contiguous() and gu.device.type == "cpu":
+            return self.down_proj(step.silu_mul(gu, self.inter))
         # the activation on a contiguous copy: its vector loop then splits the values as it does on
         # gate_proj's own output (a strided half puts the scalar tail elsewhere and moves a bit)
         return self.down_proj(self.act_fn(gu[..., :self.inter].contiguous()) * gu[..., self.inter:])

@@ -10,7 +10,8 @@ measured ratio). The precisions:
 - "bf16w": every nn.Linear of the backbone (projections, MLP, LM head) keeps its weight in
   bfloat16 and computes in fp32 (bf16_linear.Bf16Linear): half the bytes, and the activations
   are never rounded. A layer's q/k/v and its MLP's gate/up are then stacked into one weight each
-  (fused.py): the same sums in fewer calls. The CPU default where it meets the agreement bars (docs/benchmarks).
+  (fused.py): the same sums in fewer calls; the norms, rotary embedding, attention and SiLU of a
+  decoding step run as one C++ call each (step_ops.py: the same formulas, summed in another order). The CPU default where it meets the agreement bars (docs/benchmarks).
 - "bf16": every parameter in bfloat16, activations too (the logits still come out in fp32, see
   A3Model.head): the usual GPU inference dtype. On a CPU it rounds the activations at every
   layer and is slower than bf16w for the few-row matmuls of decoding.
@@ -29,6 +30,7 @@ import warnings
 import torch
 from torch import nn
 
+from . import step_ops
 from .bf16_linear import Bf16Linear
 from .fused import fuse
 
@@ -67,6 +69,7 @@ def apply_precision(model: nn.Module, precision: str) -> nn.Module:
             quantize_dynamic(model.base, spec, dtype=torch.qint8, inplace=True)
     _replace_linears(model.base, lambda name, lin: Bf16Linear.from_linear(lin))
     fuse(model.base)  # q/k/v and gate/up stacked where they are bf16 (fused.py): fewer, larger products
+    step_ops.install(model.base)  # norms, rotary, attention and SiLU of a step in one call each (step_ops.py)
     model.precision = precision
     return model
 

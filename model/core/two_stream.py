@@ -136,8 +136,8 @@ def two_stream_walk(base: nn.Module,
     if bool(mask.all()):
         mask = None  # the common decoding case: every key visible to every row
     x = torch.cat([h, q], dim=1)  # (B, N+M, C)
-    cos, sin = net.rotary_emb(x, torch.cat([h_pos, q_pos], dim=1))  # (B, N+M, D)
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, N+M, D), broadcast over heads
+    cos_rows, sin_rows = net.rotary_emb(x, torch.cat([h_pos, q_pos], dim=1))  # (B, N+M, D)
+    cos, sin = cos_rows[:, None], sin_rows[:, None]  # (B, 1, N+M, D), broadcast over heads
     cos_k, sin_k = cos[:, :, :N], sin[:, :, :N]  # the content rows' (the keys')
     n_layers = len(net.layers)
     for li, layer in enumerate(net.layers):
@@ -147,12 +147,17 @@ def two_stream_walk(base: nn.Module,
         r0 = N if (li == n_layers - 1 and not content_out) else 0
         a = rms_norm(layer.input_layernorm, x)  # (B, N+M, C), pre-norm exactly as the base model
         fused = getattr(attn, "a3_qkv", None)  # backbones/fused.py (bf16w): q, k, v in one weight
+        step = getattr(attn, "a3_step", None)  # backbones/step_ops.py (bf16w): rope and attention in one call each
         if fused is not None and fused.one_product(B * (N + M)) and not hasattr(attn, "q_norm"):
             # a decoding step's few rows: q, k, v of every row in one product, q and k rotated in one call
             # (narrow, not [:, a:b] indexing: one operation instead of one per dimension)
             y = fused.all_rows(a)  # (B, N+M, (H + 2 Hkv) D)
             nqk, H = fused.nq + fused.nk, fused.nq // D
-            qk = rope(y.narrow(2, 0, nqk).view(B, N + M, -1, D).transpose(1, 2), cos, sin)  # (B, H + Hkv, N+M, D)
+            if step is not None:  # in place, from the (B, N+M, D) angles
+                step.rope_(y, cos_rows, sin_rows, nqk // D, D)
+                qk = y.narrow(2, 0, nqk).view(B, N + M, -1, D).transpose(1, 2)  # (B, H + Hkv, N+M, D)
+            else:
+                qk = rope(y.narrow(2, 0, nqk).view(B, N + M, -1, D).transpose(1, 2), cos, sin)
             qs = qk.narrow(1, 0, H) if r0 == 0 else qk.narrow(1, 0, H).narrow(2, r0, N + M - r0)  # (B, H, R, D)
             k = qk.narrow(1, H, qk.shape[1] - H).narrow(2, 0, N)  # (B, Hkv, N, D)
             v = y.narrow(1, 0, N).narrow(2, nqk, fused.nk).view(B, N, -1, D).transpose(1, 2)
@@ -174,10 +179,15 @@ def two_stream_walk(base: nn.Module,
             ck.narrow(2, s0, N).copy_(k)
             cv.narrow(2, s0, N).copy_(v)
             k, v = ck.narrow(2, 0, s0 + N), cv.narrow(2, 0, s0 + N)
-        m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
-        o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
-                                           enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
-        o = attn.o_proj(o.transpose(1, 2).reshape(B, N + M - r0, -1))
+        if step is not None and mask is None and cache is not None and B * (N + M) <= 16 and qs.device.type == "cpu":
+            # every key visible (a decoding step): the cache's first s0 + N slots, (B, R, H, D) out
+            o = step.attend(qs, ck, cv, s0 + N, attn.scaling).view(B, N + M - r0, -1)
+        else:
+            m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
+            o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
+                                               enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
+            o = o.transpose(1, 2).reshape(B, N + M - r0, -1)
+        o = attn.o_proj(o)
         x = (x if r0 == 0 else x.narrow(1, r0, N + M - r0)) + o
         x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
     if cache is not None:
