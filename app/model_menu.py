@@ -49,7 +49,7 @@ from .runtime import cpu_precision, cpu_threads, parameter_count, runs_on, use_c
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 SHIPPED = ASSETS / "a3-austen-tiny"
-FLAGSHIP = ASSETS / "a3-smollm2-mix"  # the default whenever its base is present
+FLAGSHIP = ASSETS / "a3-smollm2-rs"  # the default whenever its base is present (docs/fills: its ranked fills)
 log = logging.getLogger("a3studio")
 
 

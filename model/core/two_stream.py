@@ -174,13 +174,15 @@ def two_stream_walk(base: nn.Module,
             qs, k = qs.transpose(1, 2), k.transpose(1, 2)
             qs = rope(qs, cos, sin) if r0 == 0 else rope(qs, cos[:, :, r0:], sin[:, :, r0:])
             k = rope(k, cos_k, sin_k)
+        # every key visible (a decoding step) on step_ops: attention reads the cache's filled slots itself
+        step_attn = step is not None and mask is None and cache is not None and B * (N + M) <= 16 and x.is_cpu
         if cache is not None:  # narrow: one view each (a [:, :, a:b] index is three)
             ck, cv = cache.k[li], cache.v[li]
             ck.narrow(2, s0, N).copy_(k)
             cv.narrow(2, s0, N).copy_(v)
-            k, v = ck.narrow(2, 0, s0 + N), cv.narrow(2, 0, s0 + N)
-        if step is not None and mask is None and cache is not None and B * (N + M) <= 16 and qs.device.type == "cpu":
-            # every key visible (a decoding step): the cache's first s0 + N slots, (B, R, H, D) out
+            if not step_attn:
+                k, v = ck.narrow(2, 0, s0 + N), cv.narrow(2, 0, s0 + N)
+        if step_attn:  # (B, R, H, D) out: o_proj's rows without a transpose
             o = step.attend(qs, ck, cv, s0 + N, attn.scaling).view(B, N + M - r0, -1)
         else:
             m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
