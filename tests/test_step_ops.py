@@ -123,3 +123,39 @@ def test_without_the_kernel_install_changes_nothing(monkeypatch):
     assert made == 0, "no kernel, nothing installed"
     assert type(model.base.model.norm).__name__ == "LlamaRMSNorm", "the norms stay PyTorch's"
     assert not any(hasattr(m, "a3_step") for m in model.modules()), "nothing is marked for the walk"
+
+
+@pytest.mark.parametrize("precision", ["bf16w", "fp32"])
+def test_a_padded_batch_multiplies_only_its_real_rows(precision, monkeypatch):
+    """The orders pool (queries per row from 1 to every open blank) decoded with the padding rows
+    skipped in the products and the LM head (two_stream.rowwise) and with them computed: the same
+    fills; on bf16w with its step operations, which compute each row alone, the same probabilities
+    bit for bit (PyTorch's own SiLU is not: where its vector loop ends depends on the row count)."""
+    import model.core.two_stream as ts
+    from model.core.candidates import candidate_batch, pool_configs
+    from model.core.decode import run_batch
+    model, tok = load_a3("assets/a3-austen-tiny")
+    apply_precision(model, precision)
+    ids = [tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man in "
+                                          "possession of a good fortune, must be in want of a wife.")
+    mask = [False] * len(ids)
+    mask[5:15] = [True] * 10
+    rows, cfgs = candidate_batch([(ids, mask, None, 10)], pool_configs("orders", 8))
+    calls = []
+    real_rowwise = ts.rowwise
+    monkeypatch.setattr(ts, "rowwise", lambda *a: calls.append(1) or real_rowwise(*a))
+    runs = {}
+    for below in (0.0, 1.0):  # never pack; pack whenever a row is padding
+        monkeypatch.setattr(ts, "PACK_BELOW", below)
+        calls.clear()
+        runs[below] = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok)
+        assert bool(calls) == (below == 1.0 and precision == "bf16w"), \
+            f"PACK_BELOW={below}, {precision}: rowwise products used {len(calls)} times"
+    for i, (a, b) in enumerate(zip(runs[1.0], runs[0.0])):
+        assert a.output_ids == b.output_ids, f"row {i} ({cfgs[i].strategy}): the same fill packed and padded"
+        pa = torch.tensor([p for s in a.steps for p in s.probs])
+        pb = torch.tensor([p for s in b.steps for p in s.probs])
+        if precision == "bf16w":
+            assert torch.equal(pa, pb), f"row {i}: bit for bit, max diff {(pa - pb).abs().max():.2e}"
+        else:
+            assert (pa - pb).abs().max() < 1e-5, f"row {i}: within 1e-5, max diff {(pa - pb).abs().max():.2e}"

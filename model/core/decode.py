@@ -36,7 +36,7 @@ from .decode_events import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig, Step, valid
 from .groups import BOS_GROUP, FIXED_ORDERS, PAD_GROUP, fixed_order, group_ids_from_order
 from .sampling import Sampler, choose_rows, excluded_ids
 from .trace import Trace, apply_steps
-from .two_stream import KVCache, two_stream_walk
+from .two_stream import KVCache, padded, rowwise, two_stream_walk
 
 _TEXTS: dict[int, dict[int, str]] = {}  # id(tokenizer) -> {token id: its text}, filled as tokens appear
 
@@ -108,13 +108,15 @@ def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[t
     h_pos, h_valid = _pad(news, 0, dev)  # (B, N)
     ids = torch.stack([r.ids[p] for r, p in zip(rows, h_pos)])  # (B, N), padding reads the BOS
     h_groups = torch.stack([r.g[p] for r, p in zip(rows, h_pos)]).masked_fill(~h_valid, PAD_GROUP)
-    q_pos, _ = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
+    q_pos, q_valid = _pad(tgts, 0, dev)  # (B, M); padded query rows see the BOS and are never read
     q_groups = torch.tensor([r.next_group for r in rows], device=dev)[:, None].expand_as(q_pos)
     marked = (torch.stack([r.slots[p] for r, p in zip(rows, q_pos)])  # (B, M) queries at slack slots
               if any(r.slack is not None for r in rows) else None)
     q_states, _ = two_stream_walk(model.base, model.embed(ids), h_pos, h_groups, h_valid,
                                   model.query_input(len(rows), q_pos.shape[1], marked), q_pos, q_groups, cache=cache,
-                                  content_out=content_out)
+                                  content_out=content_out, q_valid=q_valid)
+    if padded(q_valid):  # the LM head on the real query rows only
+        return rowwise(model.head, q_states, q_valid.flatten().nonzero().flatten())
     return model.head(q_states)
 
 

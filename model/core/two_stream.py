@@ -104,16 +104,35 @@ class KVCache:
                        grow(self.valid, 1), self.length)
 
 
+PACK_BELOW = 0.75  # a fused walk multiplies only its real rows when padding is over a quarter of them
+
+
+def padded(valid: torch.Tensor) -> bool:
+    """Whether rows with this validity (any shape, bool) are padded enough to multiply the real
+    rows only (`rowwise`): under PACK_BELOW of them are real."""
+    return int(valid.sum()) < PACK_BELOW * valid.numel()
+
+
+def rowwise(f, t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """f of the rows `keep` (flat indices) of t (B, R, C) only, as (B, R, F) with zeros elsewhere:
+    the products of a padded batch without the padding (each row is its own sums, so the same)."""
+    flat = t.reshape(-1, t.shape[-1])
+    out = f(flat.index_select(0, keep))  # (K, F)
+    full = out.new_zeros(flat.shape[0], out.shape[-1]).index_copy_(0, keep, out)
+    return full.view(*t.shape[:-1], out.shape[-1])
+
+
 def two_stream_walk(base: nn.Module,
                     h: torch.Tensor, h_pos: torch.Tensor, h_groups: torch.Tensor, h_valid: torch.Tensor,
                     q: torch.Tensor, q_pos: torch.Tensor, q_groups: torch.Tensor,
-                    cache: KVCache | None = None, content_out: bool = False,
+                    cache: KVCache | None = None, content_out: bool = False, q_valid: torch.Tensor | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run content rows h (B, N, C) and query rows q (B, M, C) through every layer.
 
     h_pos/q_pos: (B, N)/(B, M) original positions (RoPE); h_groups/q_groups: their group ids;
-    h_valid: (B, N) False for padding (invisible as keys). With a cache, the new K/V are written
-    after its filled slots and its length advances by N.
+    h_valid: (B, N) False for padding (invisible as keys); q_valid: (B, M) False for padding query
+    rows (their states come back as whatever; a fused model then skips them in its products).
+    With a cache, the new K/V are written after its filled slots and its length advances by N.
     Returns (final-norm query states (B, M, C), final-norm content states (B, N, C) if
     content_out else None). Without content_out the last layer skips the content rows' own
     attention output and MLP, which nothing reads.
@@ -140,6 +159,13 @@ def two_stream_walk(base: nn.Module,
     cos, sin = cos_rows[:, None], sin_rows[:, None]  # (B, 1, N+M, D), broadcast over heads
     cos_k, sin_k = cos[:, :, :N], sin[:, :, :N]  # the content rows' (the keys')
     n_layers = len(net.layers)
+    # a fused (bf16w) batch whose rows are padded to different lengths: products over the real rows only
+    keep = keep_last = None
+    if q_valid is not None and hasattr(net.layers[0].self_attn, "a3_qkv") and not hasattr(net.layers[0].self_attn, "q_norm"):
+        real = torch.cat([h_valid, q_valid], dim=1)  # (B, N+M)
+        if padded(real):
+            keep = real.flatten().nonzero().flatten()
+            keep_last = real[:, N:].flatten().nonzero().flatten()  # the query rows' (the last layer's rows)
     for li, layer in enumerate(net.layers):
         attn = layer.self_attn
         D = attn.head_dim
@@ -148,10 +174,10 @@ def two_stream_walk(base: nn.Module,
         a = rms_norm(layer.input_layernorm, x)  # (B, N+M, C), pre-norm exactly as the base model
         fused = getattr(attn, "a3_qkv", None)  # backbones/fused.py (bf16w): q, k, v in one weight
         step = getattr(attn, "a3_step", None)  # backbones/step_ops.py (bf16w): rope and attention in one call each
-        if fused is not None and fused.one_product(B * (N + M)) and not hasattr(attn, "q_norm"):
-            # a decoding step's few rows: q, k, v of every row in one product, q and k rotated in one call
-            # (narrow, not [:, a:b] indexing: one operation instead of one per dimension)
-            y = fused.all_rows(a)  # (B, N+M, (H + 2 Hkv) D)
+        if fused is not None and (fused.one_product(B * (N + M)) or keep is not None) and not hasattr(attn, "q_norm"):
+            # a decoding step's few rows (or a padded batch's real rows): q, k, v of every row in one
+            # product, q and k rotated in one call (narrow, not [:, a:b] indexing: one operation, not three)
+            y = fused.all_rows(a) if keep is None else rowwise(fused.all_rows, a, keep)  # (B, N+M, (H + 2 Hkv) D)
             nqk, H = fused.nq + fused.nk, fused.nq // D
             if step is not None:  # in place, from the (B, N+M, D) angles
                 step.rope_(y, cos_rows, sin_rows, nqk // D, D)
@@ -189,9 +215,14 @@ def two_stream_walk(base: nn.Module,
             o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
                                                enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
             o = o.transpose(1, 2).reshape(B, N + M - r0, -1)
-        o = attn.o_proj(o)
-        x = (x if r0 == 0 else x.narrow(1, r0, N + M - r0)) + o
-        x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        x = x if r0 == 0 else x.narrow(1, r0, N + M - r0)
+        if keep is None:
+            x = x + attn.o_proj(o)
+            x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
+        else:  # (B, R, C) with zeros at the padding rows, which nothing reads
+            rows = keep if r0 == 0 else keep_last
+            x = x + rowwise(attn.o_proj, o, rows)
+            x = x + rowwise(lambda t: layer.mlp(rms_norm(layer.post_attention_layernorm, t)), x, rows)
     if cache is not None:
         cache.length = s0 + N
     q_out = rms_norm(net.norm, x[:, x.shape[1] - M:])
