@@ -219,7 +219,7 @@ def two_stream_walk(base: nn.Module,
         if keep is None:
             x = x + attn.o_proj(o)
             x = x + layer.mlp(rms_norm(layer.post_attention_layernorm, x))
-        else:  # (B, R, C) with zeros at the padding rows, which nothing reads
+        else:  # the real rows only; a padding row keeps its input, which nothing reads
             rows = keep if r0 == 0 else keep_last
             x = x + rowwise(attn.o_proj, o, rows)
             x = x + rowwise(lambda t: layer.mlp(rms_norm(layer.post_attention_layernorm, t)), x, rows)
