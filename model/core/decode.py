@@ -156,13 +156,17 @@ def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tenso
 def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor, excl: torch.Tensor,
                 tokenizer, t0: float) -> list[Step | None]:
     """Choose and commit this walk's tokens, row by row; the distributions are computed for the
-    whole batch at once (logits (B, M, V) at each row's targets, padding rows ignored)."""
+    whole batch at once (logits (B, M, V) at each row's targets, padding rows ignored). What is
+    read only somewhere is computed only there: the distribution a dynamic order ranks by, for its
+    rows; entropy and alternatives, at the positions committed (a confidence order queries every
+    open blank and commits one: ten vocabulary-wide passes over all of them cost more than its walk)."""
     logp = torch.log_softmax(logits, dim=-1)  # the model's own distributions, reported as they are
     probs = logp.exp()
     exclude = torch.tensor([r.cfg.exclude_special for r in rows], device=logits.device)
     if excl.numel():
         excluded = probs[..., excl].sum(-1) * exclude[:, None]  # (B, M)
-        masked = torch.where(exclude[:, None, None], logits.index_fill(-1, excl, float("-inf")), logits)
+        masked = logits.clone()
+        masked[:, :, excl] = torch.where(exclude[:, None, None], float("-inf"), logits[:, :, excl])
     else:
         excluded, masked = torch.zeros_like(logits[..., 0]), logits
     for b, (r, tgt) in enumerate(zip(rows, tgts)):  # a slack blank: the empty token where a fill may end
@@ -171,12 +175,7 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
             ok[ok.clone()] = r.slack.allowed(r.open, r.ids)[tgt[ok] - r.slack.first]
             e = r.slack.empty_id
             masked[b, :tgt.numel(), e] = torch.where(ok, logits[b, :tgt.numel(), e], masked[b, :tgt.numel(), e])
-    sel_logp = torch.log_softmax(masked, dim=-1)  # what may be chosen and scored
-    sel_probs = sel_logp.exp()
-    entropy = (-(probs * logp).nan_to_num().sum(-1)).tolist()  # (B, M)
     n_alt = min(max(r.cfg.n_alternatives for r in rows), logits.shape[-1])
-    top = probs.topk(n_alt, dim=-1) if n_alt else None
-    top_i, top_v = (top.indices.tolist(), top.values.tolist()) if top is not None else (None, None)
     excluded = excluded.tolist()
     counts = [t.numel() for t in tgts]
     chosen_rows = choose_rows([r.sampler for r in rows], masked, counts)
@@ -188,10 +187,12 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
             continue
         cfg = r.cfg
         chosen = chosen_rows[b]  # (M,)
-        if r.dynamic:
-            scores = _scores(cfg.strategy, sel_probs[b, :M], sel_logp[b, :M], r.sampler)
+        if r.dynamic:  # what may be chosen and scored: the distribution without the excluded ids
+            sel_logp = torch.log_softmax(masked[b, :M], dim=-1)  # (M, V)
+            sel_probs = sel_logp.exp()
+            scores = _scores(cfg.strategy, sel_probs, sel_logp, r.sampler)
             if cfg.threshold is not None:
-                keep = sel_probs[b, :M].max(-1).values >= cfg.threshold
+                keep = sel_probs.max(-1).values >= cfg.threshold
                 if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
                     keep[scores.argmax()] = True
                 sel = keep.nonzero().flatten()
@@ -215,11 +216,15 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         r.passes += 1
         r.k += 1
         k = min(cfg.n_alternatives, n_alt)
+        p_sel, lp_sel = probs[b, sel], logp[b, sel]  # (S, V) at the committed positions
+        entropy = (-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist()
+        top = p_sel.topk(k, dim=-1) if k else None
+        top_i, top_v = (top.indices.tolist(), top.values.tolist()) if top is not None else (None, None)
         out.append(Step(
             index=r.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
             probs=probs[b, sel, tok].tolist(),
-            alternatives=[list(zip(_text(tokenizer, top_i[b][j][:k]), top_v[b][j][:k])) for j in js] if k else [],
-            entropy=[entropy[b][j] for j in js], forward_passes=r.passes, elapsed=time.perf_counter() - t0,
+            alternatives=[list(zip(_text(tokenizer, top_i[i]), top_v[i])) for i in range(len(js))] if k else [],
+            entropy=entropy, forward_passes=r.passes, elapsed=time.perf_counter() - t0,
             pending=int(r.open.sum()), excluded_mass=[excluded[b][j] for j in js], closed=closed,
             empty_prob=probs[b, sel, r.slack.empty_id].tolist() if r.slack is not None else []))
         r.step += 1
