@@ -5,4 +5,5 @@
     precision    inference precision of a loaded model: fp32, bf16w, bf16 or int8
     bf16_linear  Linear layers with bf16 weights and fp32 math (a small C++ kernel through ctypes)
     fused        a layer's q/k/v and gate/up stacked into one bf16 weight each (fewer products a step)
+    step_ops     a decoding step's norms, rotary, attention and SiLU as one C++ call each (bf16w)
 """
