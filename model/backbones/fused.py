@@ -39,10 +39,11 @@ class FusedQKV(nn.Module):
         weight bytes). Many rows (encoding): q and k/v each over only the rows that need them, on
         row slices of the stacked weight."""
         B, R, _ = a.shape
-        w, b, nq, nk = self.weight, self.bias, self.nq, self.nk
+        nq, nk = self.nq, self.nk
         if self.one_product(B * R):
             y = self.all_rows(a)  # (B, R, H D + 2 Hkv D)
             return y[:, r0:, :nq], y[:, :n, nq:nq + nk], y[:, :n, nq + nk:]
+        w, b = self.weight, self.bias
         kv = linear_bf16w(a[:, :n], w[nq:], None if b is None else b[nq:])  # (B, n, 2 Hkv D)
         q = linear_bf16w(a[:, r0:], w[:nq], None if b is None else b[:nq])
         return q, kv[..., :nk], kv[..., nk:]
