@@ -66,8 +66,9 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
     exact log p of its blanks given the visible text (scoring.blanks_logp: the same scale for every
     order), kind "candidate" its FillScores, kind "ranked" its FillScores without the text after
     the blank on a CPU (score_fills(right=False): for a rule that does not read it, the scoring
-    walk then covers the blanks instead of the rest of the story; a GPU scores it anyway). A row the model ends itself comes back as decoded
-    (its slots and their closing) and is scored as filled (`as_filled`). Returns (traces, scores, seconds)."""
+    walk then covers the blanks instead of the rest of the story; a GPU scores it anyway). A row
+    the model ends itself comes back as decoded (its slots and their closing) and is scored as
+    filled (`as_filled`). Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
     before = torch.get_num_threads()

@@ -175,7 +175,6 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
             ok[ok.clone()] = r.slack.allowed(r.open, r.ids)[tgt[ok] - r.slack.first]
             e = r.slack.empty_id
             masked[b, :tgt.numel(), e] = torch.where(ok, logits[b, :tgt.numel(), e], masked[b, :tgt.numel(), e])
-    n_alt = min(max(r.cfg.n_alternatives for r in rows), logits.shape[-1])
     excluded = excluded.tolist()
     counts = [t.numel() for t in tgts]
     chosen_rows = choose_rows([r.sampler for r in rows], masked, counts)
@@ -215,7 +214,7 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         r.new_rows, r.next_group = torch.cat([pos, shut]), r.next_group + 1
         r.passes += 1
         r.k += 1
-        k = min(cfg.n_alternatives, n_alt)
+        k = min(cfg.n_alternatives, logits.shape[-1])
         p_sel, lp_sel = probs[b, sel], logp[b, sel]  # (S, V) at the committed positions
         entropy = (-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist()
         top = p_sel.topk(k, dim=-1) if k else None
