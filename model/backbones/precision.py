@@ -11,7 +11,8 @@ measured ratio). The precisions:
   bfloat16 and computes in fp32 (bf16_linear.Bf16Linear): half the bytes, and the activations
   are never rounded. A layer's q/k/v and its MLP's gate/up are then stacked into one weight each
   (fused.py): the same sums in fewer calls; the norms, rotary embedding, attention and SiLU of a
-  decoding step run as one C++ call each (step_ops.py: the same formulas, summed in another order). The CPU default where it meets the agreement bars (docs/benchmarks).
+  decoding step run as one C++ call each (step_ops.py: the same formulas, summed in another
+  order). The CPU default where it meets the agreement bars (docs/benchmarks).
 - "bf16": every parameter in bfloat16, activations too (the logits still come out in fp32, see
   A3Model.head): the usual GPU inference dtype. On a CPU it rounds the activations at every
   layer and is slower than bf16w for the few-row matmuls of decoding.
