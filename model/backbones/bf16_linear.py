@@ -137,6 +137,12 @@ def build_library(source: str, stem: str) -> ctypes.CDLL:
     return ctypes.CDLL(str(out))
 
 
+def kernels_enabled() -> bool:
+    """Whether native kernels may be built here: A3_BF16_KERNEL is not 0 and the CPU is one the
+    sources target (x86-64 or aarch64)."""
+    return os.environ.get("A3_BF16_KERNEL", "1") != "0" and platform.machine() in ("x86_64", "AMD64", "aarch64")
+
+
 def _build() -> ctypes.CDLL:
     lib = build_library(_SOURCE, "bf16w")
     lib.mm_bf16w.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
@@ -152,7 +158,7 @@ def kernel():
     with _LOCK:
         if not _TRIED:
             _TRIED = True
-            if os.environ.get("A3_BF16_KERNEL", "1") != "0" and platform.machine() in ("x86_64", "AMD64", "aarch64"):
+            if kernels_enabled():
                 try:
                     _KERNEL = _build().mm_bf16w
                 except (OSError, subprocess.SubprocessError):  # no compiler, an odd CPU: the mm path serves

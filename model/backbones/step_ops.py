@@ -27,15 +27,13 @@ Where the kernel did not build, `install` changes nothing.
 from __future__ import annotations
 
 import ctypes
-import os
-import platform
 import subprocess
 import threading
 
 import torch
 from torch import nn
 
-from .bf16_linear import build_library
+from .bf16_linear import build_library, kernels_enabled
 
 RMS_NAMES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 
@@ -235,7 +233,7 @@ def _lib():
     with _LOCK:
         if not _TRIED:
             _TRIED = True
-            if os.environ.get("A3_BF16_KERNEL", "1") != "0" and platform.machine() in ("x86_64", "AMD64", "aarch64"):
+            if kernels_enabled():
                 try:
                     lib = build_library(_SOURCE, "step")
                     for name, args in _SIGNATURES.items():
