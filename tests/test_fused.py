@@ -58,6 +58,17 @@ def test_rms_norm_is_the_module_bit_for_bit():
     assert torch.equal(rms_norm(nb, xb), nb(xb)), "other dtypes run the module itself"
 
 
+def decoded_pairs(model_a, model_b, tok):
+    """(config, run of model_a, run of model_b) on one Austen sentence with a 7-token blank, left to
+    right and in a confidence order of groups of 2: two models that should decode alike."""
+    ids = [tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man in "
+                                          "possession of a good fortune, must be in want of a wife.")
+    mask = [False] * len(ids)
+    mask[5:12] = [True] * 7
+    for cfg in (DecodeConfig(), DecodeConfig(strategy="confidence", group_size=2)):
+        yield cfg, run(model_a, ids, mask, cfg, tok), run(model_b, ids, mask, cfg, tok)
+
+
 def test_a_fused_model_decodes_as_the_unfused_bf16w_model():
     """The shipped tiny model in bf16w, fused (as apply_precision does, before its step operations,
     tests/test_step_ops.py) and not: the same tokens and the same probabilities at every step, and
@@ -74,12 +85,7 @@ def test_a_fused_model_decodes_as_the_unfused_bf16w_model():
     layers = plain.base.model.layers
     assert not hasattr(layers[0].self_attn, "q_proj"), "the stacked weight is the only copy"
     assert weight_bytes(plain) == weight_bytes(unfused), "fusing reads the same weight bytes"
-    ids = [tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man in "
-                                          "possession of a good fortune, must be in want of a wife.")
-    mask = [False] * len(ids)
-    mask[5:12] = [True] * 7
-    for cfg in (DecodeConfig(), DecodeConfig(strategy="confidence", group_size=2)):
-        a, b = run(plain, ids, mask, cfg, tok), run(unfused, ids, mask, cfg, tok)
+    for cfg, a, b in decoded_pairs(plain, unfused, tok):
         assert a.output_ids == b.output_ids, f"{cfg.strategy}: fused and unfused write the same fill"
         pa = [p for s in a.steps for p in s.probs]
         pb = [p for s in b.steps for p in s.probs]

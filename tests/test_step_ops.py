@@ -11,8 +11,8 @@ from model.backbones.bf16_linear import Bf16Linear
 from model.backbones.fused import fuse
 from model.backbones.lora import load_a3
 from model.backbones.precision import _replace_linears, apply_precision
-from model.core.decode import DecodeConfig, run
 from model.core.two_stream import rope
+from test_fused import decoded_pairs
 
 pytestmark = pytest.mark.skipif(step_ops._lib() is None, reason="the step kernel did not build here (no g++)")
 
@@ -91,12 +91,7 @@ def test_a_model_on_step_ops_decodes_as_without_them():
     assert made == 4 * n_layers + 1, f"two norms, the attention and the MLP of each layer, and the final norm: {made}"
     full = apply_precision(load_a3("assets/a3-austen-tiny")[0], "bf16w")
     assert all(hasattr(l.self_attn, "a3_step") for l in full.base.model.layers), "apply_precision installs them"
-    ids = [tok.bos_token_id] + tok.encode("It is a truth universally acknowledged, that a single man in "
-                                          "possession of a good fortune, must be in want of a wife.")
-    mask = [False] * len(ids)
-    mask[5:12] = [True] * 7
-    for cfg in (DecodeConfig(), DecodeConfig(strategy="confidence", group_size=2)):
-        a, b = run(with_ops, ids, mask, cfg, tok), run(without, ids, mask, cfg, tok)
+    for cfg, a, b in decoded_pairs(with_ops, without, tok):
         assert a.output_ids == b.output_ids, f"{cfg.strategy}: the same fill with and without the step operations"
         pa = torch.tensor([p for s in a.steps for p in s.probs])
         pb = torch.tensor([p for s in b.steps for p in s.probs])

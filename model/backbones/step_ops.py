@@ -90,13 +90,7 @@ extern "C" void rms_norm_f32(const float* x, const float* w, float* y, int64_t R
   for (int64_t r = 0; r < R; ++r) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= C; i += 16)
-      for (int j = 0; j < 16; ++j) acc[j] += xr[i + j] * xr[i + j];
-    float ss = 0.f;
-    for (int j = 0; j < 16; ++j) ss += acc[j];
-    for (; i < C; ++i) ss += xr[i] * xr[i];
+    float ss = dot16(xr, xr, C);
     float inv = 1.0f / sqrtf(ss / (float)C + eps);
     for (int64_t c = 0; c < C; ++c) yr[c] = w[c] * (xr[c] * inv);
   }
