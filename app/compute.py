@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from model.core.candidates import candidate_batch, candidates_of, needs_right, rank
+from model.core.candidates import candidate_batch, candidates_of, needs_both, needs_right, rank, runs_both
 from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
 from model.core.scoring import blanks_logp, score_fills, scored_by_its_run
@@ -61,14 +61,15 @@ def as_filled(trace: Trace, cfg: DecodeConfig, empty_id: int | None) -> Trace:
     return compact(trace, SlackBlank(first, slots, empty_id, least))
 
 
-def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: list[str]):
+def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig | None], kinds: list[str]):
     """Decode every row (ids, blank_mask, spans) in one batch and score each: kind "run" gets the
     exact log p of its blanks given the visible text (scoring.blanks_logp: the same scale for every
-    order), kind "candidate" its FillScores, kind "ranked" its FillScores without the text after
-    the blank on a CPU (score_fills(right=False): for a rule that does not read it, the scoring
-    walk then covers the blanks instead of the rest of the story; a GPU scores it anyway). A row
-    the model ends itself comes back as decoded (its slots and their closing) and is scored as
-    filled (`as_filled`). Returns (traces, scores, seconds)."""
+    order), kind "candidate" its FillScores, kind "ranked" on a CPU only the FillScores its rule
+    reads (score_fills(right=False, both=False): fill_left, the walk over the blanks alone; both
+    where the run scored itself, candidates.runs_both; a GPU scores everything anyway), kind "score"
+    (a filled row, cfg None: not decoded, no trace) its blanks_logp, the shown candidate's `both`.
+    A row the model ends itself comes back as decoded (its slots and their closing) and is scored
+    as filled (`as_filled`). Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
     threads = model_menu.cpu_threads(model)
     before = torch.get_num_threads()
@@ -76,19 +77,29 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig], kinds: 
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tok, [r[2] for r in rows], compact_slack=False)
+        todo = [i for i, k in enumerate(kinds) if k != "score"]
+        decoded = run_batch(model, [(rows[i][0], rows[i][1]) for i in todo], [cfgs[i] for i in todo], tok,
+                            [rows[i][2] for i in todo], compact_slack=False) if todo else []
+        traces: list[Trace | None] = [None] * len(rows)
+        for i, t in zip(todo, decoded):
+            traces[i] = t
         empty_id = length_signal(model).get("empty_id")
-        filled = [as_filled(t, c, empty_id) for t, c in zip(traces, cfgs)]
-        filled, scores = [(t.output_ids, t.blank_mask) for t in filled], [None] * len(traces)
+        filled = [(r[0], r[1]) if t is None else as_filled(t, c, empty_id) for r, t, c in zip(rows, traces, cfgs)]
+        filled = [f if isinstance(f, tuple) else (f.output_ids, f.blank_mask) for f in filled]
+        scores = [None] * len(rows)
         for i, (k, t, c) in enumerate(zip(kinds, traces, cfgs)):  # a left-to-right run scored itself
             if k == "run" and scored_by_its_run(c, t):
                 scores[i] = t.log_likelihood
         cpu = model.device.type == "cpu"
-        for kind, score in (("run", blanks_logp), ("candidate", score_fills),
-                            ("ranked", lambda m, r: score_fills(m, r, right=not cpu))):
+        for kind, score in (("run", blanks_logp), ("score", blanks_logp), ("candidate", score_fills),
+                            ("ranked", lambda m, r: score_fills(m, r, right=not cpu, both=not cpu))):
             idx = [i for i, k in enumerate(kinds) if k == kind and scores[i] is None]
             for i, s in zip(idx, score(model, [filled[i] for i in idx]) if idx else []):
                 scores[i] = s
+        ranked = [i for i, k in enumerate(kinds) if k == "ranked"]  # both from the run where it is exact
+        for i, s in zip(ranked, runs_both([scores[i] for i in ranked], [traces[i] for i in ranked],
+                                          [cfgs[i] for i in ranked])):
+            scores[i] = s
         return traces, scores, time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
@@ -102,7 +113,7 @@ class Job:
     key: str
     rows: list[tuple]  # (ids, blank_mask, spans)
     cfgs: list[DecodeConfig]
-    kinds: list[str]  # "run", "candidate" or "ranked" (_compute_rows), per row
+    kinds: list[str]  # "run", "candidate", "ranked" or "score" (_compute_rows), per row
     result: tuple | None = None
     error: BaseException | None = None
     done: bool = False
@@ -199,12 +210,17 @@ def execute_candidates(run, plan) -> dict:
     t0 = time.perf_counter()
     requests = [r.request for r in plan.requests]
     rows, cfgs = candidate_batch(requests, plan.configs)
-    kind = "candidate" if needs_right(plan.rule, plan.weights) else "ranked"
-    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, [kind] * len(rows)))
+    full = needs_right(plan.rule, plan.weights) or needs_both(plan.rule, plan.weights)
+    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate" if full else "ranked"] * len(rows)))
     slack = plan.slack
     filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
     cands = candidates_of(requests, plan.configs, filled, scores)
     ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
+    best = ranked[0]
+    if best.scores.both is None:  # scored for its rule only (a CPU): the shown fill given both sides
+        t = best.trace
+        _, got, _ = ENGINE.submit(Job(run.model["key"], [(t.output_ids, t.blank_mask, None)], [None], ["score"]))
+        best.scores = replace(best.scores, both=got[0])
     total, records, at = time.perf_counter() - t0, [], {id(c): i for i, c in enumerate(cands)}
     for c in ranked:
         i = at[id(c)]

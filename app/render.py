@@ -200,13 +200,15 @@ RULE_NAMES = {"mbr": "agreement with the other candidates (MBR)",
 
 def candidate_rows(rec: dict) -> list[list]:
     """[rank, fill, length, made by, score, log p after the blank, log p fill | both sides] per
-    candidate of a run, best first; [] for a plain run. log p after the blank is None where the
-    run did not compute it (a CPU ranking by a rule that does not read it: compute.py)."""
+    candidate of a run, best first; [] for a plain run. log p after the blank, and given both
+    sides, are None where the run did not compute them (a CPU ranking by a rule that does not read
+    them: compute.py; both sides are still scored for the fill shown first)."""
     rows = []
     for i, c in enumerate(rec.get("candidates") or []):
         fills = c.get("fills") or (c.get("record") or {}).get("fills") or []
         rows.append([i + 1, " / ".join(f.strip() for f in fills), c["length"], c["label"], round(c["value"], 3),
-                     None if c.get("right") is None else round(c["right"], 2), round(c["both"], 2)])
+                     None if c.get("right") is None else round(c["right"], 2),
+                     None if c.get("both") is None else round(c["both"], 2)])
     return rows
 
 
@@ -227,6 +229,9 @@ def ranking_note(rec: dict) -> str:
     if len(cands) > 1 and all(c.get("right") is None for c in cands):
         text += (" Log p after the blank not scored: this rule does not read it, and on a CPU it is most of"
                  " the ranking's time.")
+    if len(cands) > 1 and any(c.get("both") is None for c in cands):
+        text += (" Log p given both sides scored for the best fill (and the left-to-right one) only: on a CPU"
+                 " the rule does not need it for the others.")
     if r.get("note"):
         text += f" Note: {r['note']}."
     return text

@@ -219,7 +219,7 @@ def _candidate(c, i: int, n_blanks: int) -> dict:
     fills = _list(c.get("fills"), f"{f}.fills", n_blanks, n_blanks)
     return {"label": _str(c.get("label"), f"{f}.label", 200), "length": _int(c.get("length"), f"{f}.length", 1, MAX_POSITIONS),
             "value": _num(c.get("value"), f"{f}.value"), "right": None if c.get("right") is None else _num(c["right"], f"{f}.right"),
-            "both": _num(c.get("both"), f"{f}.both"),
+            "both": None if c.get("both") is None else _num(c["both"], f"{f}.both"),
             "fills": [_str(x, f"{f}.fills[{j}]", MAX_CHARS) for j, x in enumerate(fills)]}
 
 

@@ -100,3 +100,25 @@ def test_a_failing_batch_answers_every_waiting_user(engine, monkeypatch):
     monkeypatch.setattr(compute, "WINDOW_S", 0.0)
     traces, scores, _ = compute.ENGINE.submit(job(compute, key, *requests[1]))
     assert len(traces) == 1 and isinstance(scores[0], float), "the engine goes on after a failed batch"
+
+
+def test_a_cpu_ranking_scores_both_sides_of_the_shown_fill_alone(engine, monkeypatch):
+    """Kind "ranked" on a CPU: fill_left for every row, both sides only where the run scored itself
+    (the left-to-right row; the oracle: blanks_logp of the filled row); kind "score" (a filled row,
+    no config) gives any other row's both-sides score without decoding it."""
+    from app import model_menu
+    from model.core.scoring import blanks_logp
+
+    compute, key, requests = engine
+    monkeypatch.setattr(compute, "WINDOW_S", 0.0)
+    (enc, l2r), (_, conf) = requests[0], requests[1]  # the same story, left to right and by confidence
+    row = (enc.input_ids, enc.blank_mask, enc.blank_spans)
+    traces, scores, _ = compute.ENGINE.submit(compute.Job(key, [row, row], [l2r, conf], ["ranked"] * 2))
+    model, _ = model_menu.load(key)
+    oracle = blanks_logp(model, [(t.output_ids, t.blank_mask) for t in traces])
+    assert scores[0].both == pytest.approx(oracle[0], abs=1e-4), "the left-to-right run's own log p is its both"
+    assert scores[1].both is None and scores[1].right is None, "no both-sides or right walk for the other order"
+    filled = (traces[1].output_ids, traces[1].blank_mask, None)
+    got_traces, got, _ = compute.ENGINE.submit(compute.Job(key, [filled], [None], ["score"]))
+    assert got_traces == [None], "a filled row is scored, not decoded"
+    assert got[0] == pytest.approx(oracle[1], abs=1e-5), "kind score is blanks_logp of the filled row"

@@ -7,7 +7,8 @@ import torch
 
 from model.core.candidates import (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, SHIPPED_RULE, Candidate,
                                    agreement, candidate_batch, candidates_of, fluent, length_grid, length_requests,
-                                   make_candidates, needs_right, pool_configs, rank, resize_blank, resize_encoded)
+                                   make_candidates, needs_both, needs_right, pool_configs, rank, resize_blank,
+                                   resize_encoded, with_both)
 from model.core.decode import run_batch
 from model.core.infill import Blank, encode_segments
 from model.core.scoring import FillScores, blanks_logp, score_blanks, score_fills
@@ -86,6 +87,33 @@ def test_scoring_without_the_right_side_keeps_what_the_rules_read(a3_llama):
             f"{rule}: the same order with and without the right side"
     with pytest.raises(ValueError, match="right=True"):
         rank(got, "fluent_right")
+
+
+def test_scoring_both_sides_only_for_the_shown_fill(a3_llama):
+    """make_candidates(both=False) leaves `both` to the one fill shown: the greedy left-to-right
+    member takes it from its own run (exact: the full scoring's number), the others have None,
+    with_both adds it (the full scoring's number), the shipped rules rank the same without it, and
+    a rule that reads it refuses with a message."""
+    ids, mask = _story()
+    cfgs = pool_configs("orders", 5)
+    reqs = [(ids.tolist(), mask.tolist(), None, 5)]
+    want = make_candidates(a3_llama, reqs, cfgs, right=False)
+    got = make_candidates(a3_llama, reqs, cfgs, right=False, both=False)
+    assert got[0].scores.both == pytest.approx(want[0].scores.both, abs=1e-4), \
+        "the greedy left-to-right run's own log-likelihood is its both-sides score"
+    assert all(c.scores.both is None for c in got[1:]), "no both-sides walk for the other orders"
+    assert [c.scores.fill_left for c in got] == pytest.approx([c.scores.fill_left for c in want], abs=1e-5), \
+        "fill_left does not depend on the both-sides walk"
+    for rule in (SHIPPED_RULE, "mbr", "fill_left_per_token"):
+        assert not needs_both(rule), f"{rule} does not read both sides"
+        assert [c.label for c in rank(got, rule)] == [c.label for c in rank(want, rule)], f"{rule}: the same order"
+    assert needs_both("fluent_both_per_token") and needs_both("mix", {"both_per_token": 1.0}), \
+        "the both-sides rules read it"
+    with pytest.raises(ValueError, match="both=True"):
+        rank(got, "fluent_both_per_token")
+    for c, w in zip(got[1:], want[1:]):
+        assert with_both(a3_llama, c).scores.both == pytest.approx(w.scores.both, abs=1e-4), \
+            f"{c.label}: with_both gives the full scoring's number"
 
 
 def test_make_candidates_covers_every_config_and_length(a3_llama):

@@ -73,6 +73,29 @@ def test_attend_is_sdpa_over_the_filled_cache(dim, length):
         step_ops.attend(q, k.transpose(2, 3), v, length, 0.1)
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_attend_with_a_mask_is_sdpa_with_it(split, monkeypatch):
+    """The walk's bool mask (B, 1, R, S), as a view with the content rows cut off: sdpa with the
+    same mask, on one thread and split over threads; a row that sees no key (padding) gets zeros."""
+    monkeypatch.setattr(step_ops, "ATTEND_SPLIT_MIN", 0 if split else 1 << 62)
+    torch.manual_seed(0)
+    B, R, H, Hkv, D, S = 3, 7, 9, 3, 64, 29
+    q = torch.randn(B, R, H, D).transpose(1, 2)
+    k, v = torch.randn(B, Hkv, 40, D), torch.randn(B, Hkv, 40, D)
+    full = torch.rand(B, 1, R + 2, S) > 0.4
+    full[..., 0] = True
+    full[1, 0, 5] = False  # a padding row
+    mask = full[:, :, 2:]  # (B, 1, R, S), strided
+    want = F.scaled_dot_product_attention(q, k[:, :, :S], v[:, :, :S], attn_mask=mask, scale=0.125,
+                                          enable_gqa=True).transpose(1, 2)
+    got = step_ops.attend(q, k, v, S, 0.125, mask)
+    seen = mask[:, 0].any(-1)  # (B, R)
+    close(got[seen], want[seen], "masked attention", rel=4e-6)
+    assert torch.equal(got[~seen], torch.zeros_like(got[~seen])), "a row that sees no key gets zeros"
+    with pytest.raises(ValueError, match="mask must be bool"):
+        step_ops.attend(q, k, v, S, 0.125, mask[..., 1:])
+
+
 def _tiny(step: bool):
     """The shipped tiny model in bf16w, fused, with or without the step operations."""
     model, tok = load_a3("assets/a3-austen-tiny")
@@ -110,6 +133,9 @@ def test_a_row_computes_the_same_beside_other_rows():
         assert torch.equal(step_ops.silu_mul(gu, 72)[b], step_ops.silu_mul(gu[b:b + 1].clone(), 72)[0]), f"silu, row {b}"
         alone = step_ops.attend(q[b:b + 1], k[b:b + 1].clone(), v[b:b + 1].clone(), 13, 0.2)[0]
         assert torch.equal(step_ops.attend(q, k, v, 13, 0.2)[b], alone), f"attention, row {b}"
+        m = torch.rand(4, 1, 2, 13, generator=torch.Generator().manual_seed(b)) > 0.3
+        alone = step_ops.attend(q[b:b + 1], k[b:b + 1].clone(), v[b:b + 1].clone(), 13, 0.2, m[b:b + 1])[0]
+        assert torch.equal(step_ops.attend(q, k, v, 13, 0.2, m)[b], alone), f"masked attention, row {b}"
 
 
 def test_without_the_kernel_install_changes_nothing(monkeypatch):

@@ -14,8 +14,10 @@ called through ctypes:
     silu_mul(gu, inter)                 silu(gu[..., :inter]) * gu[..., inter:] (a fused MLP's product)
     rope_(y, cos, sin, heads, dim)      y's first heads * dim columns rotated in place (rotate_half's
                                         formula, the same multiplications and sum: bit for bit)
-    attend(q, k, v, length, scale)     softmax(q k^T scale) v over the first `length` cache slots, no
-                                        mask (every key visible: a decoding step), (B, R, H, D) out
+    attend(q, k, v, length, scale, mask)
+                                        softmax(q k^T scale) v over the first `length` cache slots, with
+                                        the walk's mask or none (every key visible: a decoding step),
+                                        (B, R, H, D) out
     install(base)                       the norms as StepRMSNorm, and the walk told to use the rest
 
 They are the same formulas in fp32, summed in another order than PyTorch's kernels (the norm's
@@ -36,6 +38,7 @@ from torch import nn
 from .bf16_linear import build_library, kernels_enabled
 
 RMS_NAMES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
+ATTEND_SPLIT_MIN = 1 << 18  # B H R S D multiply-adds from which attention splits over torch's threads
 
 _SOURCE = r"""
 #include <math.h>
@@ -139,21 +142,27 @@ extern "C" void rope_f32(float* y, const float* cos_, const float* sin_, int64_t
   }
 }
 
-/* o (B, R, H, D) = softmax(q k^T scale) v over the first S slots, every key visible; q (B, H, R, D)
-   with strides (qb, qh, qr), k and v (B, Hkv, *, D) with strides (kb, kh, ks); D <= 512 */
+/* o (B, R, H, D) = softmax(q k^T scale) v over the first S slots; q (B, H, R, D) with strides
+   (qb, qh, qr), k and v (B, Hkv, *, D) with strides (kb, kh, ks); D <= 512. mask: null (every key
+   visible: a decoding step) or (B, R, S) bytes with strides (mb, mr, 1), key j visible to row r
+   where nonzero; a row that sees no key gets zeros (a padding row, which nothing reads). Each
+   (b, h) pair is one task; `threads` of them run at once, each row its own loop. */
 extern "C" void attend_f32(const float* q, int64_t qb, int64_t qh, int64_t qr, const float* k, const float* v,
                            int64_t kb, int64_t kh, int64_t ks, float* o, int64_t B, int64_t H, int64_t Hkv,
-                           int64_t R, int64_t S, int64_t D, float scale) {
-  float stack[4096];
-  float* p = S <= 4096 ? stack : (float*)malloc(S * sizeof(float));
-  float acc[512];
+                           int64_t R, int64_t S, int64_t D, float scale, const uint8_t* mask, int64_t mb,
+                           int64_t mr, int threads) {
   int64_t rep = H / Hkv;
+  #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
+      float stack[4096];
+      float* p = S <= 4096 ? stack : (float*)malloc(S * sizeof(float));
+      float acc[512];
       const float* kh_ = k + b * kb + (h / rep) * kh;
       const float* vh = v + b * kb + (h / rep) * kh;
       for (int64_t r = 0; r < R; ++r) {
         const float* qv = q + b * qb + h * qh + r * qr;
+        const uint8_t* mrow = mask ? mask + b * mb + r * mr : nullptr;
         float* out = o + ((b * R + r) * H + h) * D;
         float m = -INFINITY;
 #if defined(__AVX512F__)
@@ -162,16 +171,20 @@ extern "C" void attend_f32(const float* q, int64_t qb, int64_t qh, int64_t qr, c
           __m512 qx[16];
           for (int64_t c = 0; c < nv; ++c) qx[c] = _mm512_loadu_ps(qv + 16 * c);
           for (int64_t j = 0; j < S; ++j) {
+            if (mrow && !mrow[j]) { p[j] = -INFINITY; continue; }
             const float* kj = kh_ + j * ks;
             __m512 d = _mm512_mul_ps(qx[0], _mm512_loadu_ps(kj));
             for (int64_t c = 1; c < nv; ++c) d = _mm512_fmadd_ps(qx[c], _mm512_loadu_ps(kj + 16 * c), d);
             p[j] = _mm512_reduce_add_ps(d) * scale;
             m = p[j] > m ? p[j] : m;
           }
+          if (m == -INFINITY) { for (int64_t d = 0; d < D; ++d) out[d] = 0.f; continue; }
           int64_t j = 0;
           __m512 mv = _mm512_set1_ps(m), zv = _mm512_setzero_ps();
-          for (; j + 16 <= S; j += 16) {
-            __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + j), mv));
+          for (; j + 16 <= S; j += 16) {  /* a hidden key: exp16(-inf) clamps to exp(-87), so zero it */
+            __m512 x = _mm512_loadu_ps(p + j);
+            __mmask16 seen = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+            __m512 e = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(x, mv)));
             _mm512_storeu_ps(p + j, e);
             zv = _mm512_add_ps(zv, e);
           }
@@ -180,6 +193,7 @@ extern "C" void attend_f32(const float* q, int64_t qb, int64_t qh, int64_t qr, c
           __m512 ax[16];
           for (int64_t c = 0; c < nv; ++c) ax[c] = _mm512_setzero_ps();
           for (int64_t t = 0; t < S; ++t) {
+            if (p[t] == 0.f) continue;
             __m512 pt = _mm512_set1_ps(p[t]);
             const float* vt = vh + t * ks;
             for (int64_t c = 0; c < nv; ++c) ax[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vt + 16 * c), ax[c]);
@@ -190,20 +204,23 @@ extern "C" void attend_f32(const float* q, int64_t qb, int64_t qh, int64_t qr, c
         }
 #endif
         for (int64_t j = 0; j < S; ++j) {
+          if (mrow && !mrow[j]) { p[j] = -INFINITY; continue; }
           p[j] = dot16(qv, kh_ + j * ks, D) * scale;
           m = p[j] > m ? p[j] : m;
         }
+        if (m == -INFINITY) { for (int64_t d = 0; d < D; ++d) out[d] = 0.f; continue; }
         for (int64_t j = 0; j < S; ++j) p[j] = expf(p[j] - m);
         float z = sum16(p, S);
         for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
         for (int64_t t = 0; t < S; ++t) {
+          if (p[t] == 0.f) continue;
           const float* vt = vh + t * ks;
           for (int64_t d = 0; d < D; ++d) acc[d] += p[t] * vt[d];
         }
         for (int64_t d = 0; d < D; ++d) out[d] = acc[d] / z;
       }
+      if (p != stack) free(p);
     }
-  if (p != stack) free(p);
 }
 """
 
@@ -216,7 +233,7 @@ _SIGNATURES = {
     "silu_mul_f32": [_PTR, _PTR, _I64, _I64],
     "rope_f32": [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64],
     "attend_f32": [_PTR, _I64, _I64, _I64, _PTR, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _I64, _I64, _I64,
-                   ctypes.c_float],
+                   ctypes.c_float, _PTR, _I64, _I64, ctypes.c_int],
 }
 
 
@@ -266,17 +283,29 @@ def rope_(y: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, dim
     _lib().rope_f32(_p(y), _p(cos), _p(sin), R, y.shape[-1], heads, dim)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int, scale: float) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int, scale: float,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
     """q (B, H, R, D) (any strides, D contiguous), k and v (B, Hkv, S, D) contiguous caches of which
-    the first `length` slots count: attention with every key visible, as (B, R, H, D) contiguous
-    (o_proj's input without a transpose). Query head h reads K/V head h // (H / Hkv)."""
+    the first `length` slots count: attention as (B, R, H, D) contiguous (o_proj's input without a
+    transpose). Query head h reads K/V head h // (H / Hkv). mask: None (every key visible) or bool
+    (B, 1, R, length), True where a row sees a key (two_stream_walk's, any strides but the last);
+    a row that sees no key gets zeros. Large batches split their (b, h) pairs over torch's threads."""
     B, H, R, D = q.shape
     Hkv = k.shape[1]
     if q.stride(3) != 1 or not (k.is_contiguous() and v.is_contiguous()) or H % Hkv or D > 512:
         raise ValueError("attend needs rows of D <= 512 contiguous values, contiguous caches and H a multiple of Hkv")
+    mb = mr = 0
+    if mask is not None:
+        if mask.shape != (B, 1, R, length) or mask.dtype != torch.bool:
+            raise ValueError(f"attend's mask must be bool (B, 1, R, length) = {(B, 1, R, length)}; got {tuple(mask.shape)}")
+        if mask.stride(3) != 1:
+            mask = mask.contiguous()
+        mb, mr = mask.stride(0), mask.stride(2)
+    threads = torch.get_num_threads() if B * H * R * length * D >= ATTEND_SPLIT_MIN else 1
     o = torch.empty(B, R, H, D, dtype=torch.float32)
     _lib().attend_f32(_p(q), q.stride(0), q.stride(1), q.stride(2), _p(k), _p(v), k.stride(0), k.stride(1),
-                      k.stride(2), _p(o), B, H, Hkv, R, length, D, scale)
+                      k.stride(2), _p(o), B, H, Hkv, R, length, D, scale, None if mask is None else _p(mask),
+                      mb, mr, threads)
     return o
 
 

@@ -6,6 +6,8 @@
                                                 which the app calls around its own batched compute
     rank(cands, rule)                           the candidates, best first, under one of RULES
     needs_right(rule, weights)                  whether a rule reads the text after the blank (score_fills' right)
+    needs_both(rule, weights)                   whether a rule reads the fill given both sides (score_fills' both)
+    with_both(model, cand)                      a candidate scored without `both` (both=False), given it
     resize_blank(ids, mask, span, length)       a request with one blank set to another length, and the two
                                                 forms built on it: length_requests (make_candidates'
                                                 requests) and resize_encoded (an infill.Encoded, layout moved)
@@ -29,7 +31,7 @@ from typing import Callable, Sequence
 from .decode import DecodeConfig, run_batch
 from .infill import Encoded
 from .sampling import SamplingConfig
-from .scoring import FillScores, score_fills
+from .scoring import FillScores, blanks_logp, score_fills, scored_by_its_run
 from .trace import Trace
 
 ORDER_POOL = [  # in the order a pool of n takes them; greedy left to right first (the baseline)
@@ -77,16 +79,37 @@ class Candidate:
 
 
 def make_candidates(model, requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]],
-                    tokenizer=None, right: bool = True) -> list[Candidate]:
+                    tokenizer=None, right: bool = True, both: bool = True) -> list[Candidate]:
     """Every config on every request, decoded in one batch and scored.
 
     requests: (ids, blank_mask, spans or None, length) per blank length tried (one entry for a
     known length); configs: pool_configs' (label, DecodeConfig); right: score the text after the
-    blank too (score_fills; False is enough for a rule that `needs_right` says does not read it)."""
+    blank too (score_fills; False is enough for a rule that `needs_right` says does not read it);
+    both: score every fill given both sides (False: only the runs that scored themselves have it,
+    `runs_both`; `with_both` adds it to the one that is shown)."""
     rows, cfgs = candidate_batch(requests, configs)
     traces = run_batch(model, [(r[0], r[1]) for r in rows], cfgs, tokenizer, [r[2] for r in rows])
-    scores = score_fills(model, [(t.output_ids, t.blank_mask) for t in traces], right=right)
-    return candidates_of(requests, configs, traces, scores)
+    scores = score_fills(model, [(t.output_ids, t.blank_mask) for t in traces], right=right, both=both)
+    return candidates_of(requests, configs, traces, runs_both(scores, traces, cfgs))
+
+
+def runs_both(scores: Sequence[FillScores], traces: Sequence[Trace], cfgs: Sequence[DecodeConfig]
+              ) -> list[FillScores]:
+    """The scores with `both` taken from the run itself where score_fills did not compute it and
+    the run's own log-likelihood is that number (scoring.scored_by_its_run: the greedy left-to-right
+    member of a pool), free of any walk."""
+    return [replace(s, both=t.log_likelihood) if s.both is None and scored_by_its_run(c, t) else s
+            for s, t, c in zip(scores, traces, cfgs)]
+
+
+def with_both(model, cand: "Candidate") -> "Candidate":
+    """cand with scores.both (log p of its fill given both sides, exact) where it was scored without
+    it (score_fills(both=False)): one walk of its own row (scoring.blanks_logp, the same number)."""
+    if cand.scores.both is not None:
+        return cand
+    t = cand.trace
+    cand.scores = replace(cand.scores, both=blanks_logp(model, [(t.output_ids, t.blank_mask)])[0])
+    return cand
 
 
 def candidate_batch(requests: Sequence[tuple], configs: Sequence[tuple[str, DecodeConfig]]
@@ -167,13 +190,24 @@ SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "fluent_mix", {"right": 1.0, "mbr"
 
 
 RIGHT_PARTS = ("story", "right")  # the RULES that need score_fills(right=True)
+BOTH_PARTS = ("both_per_token",)  # the RULES that need score_fills(both=True)
+
+
+def _reads(parts: tuple[str, ...], rule: str, weights: dict[str, float] | None) -> bool:
+    base = rule[len(FLUENT):] if rule.startswith(FLUENT) else rule
+    return base in parts or (base == "mix" and any(n in parts for n in (weights or {})))
 
 
 def needs_right(rule: str, weights: dict[str, float] | None = None) -> bool:
     """Whether ranking by `rule` (with a "mix" rule's weights) reads story or right, which only
     score_fills(right=True) computes; "greedy", "mbr" and the per-token likelihoods do not."""
-    base = rule[len(FLUENT):] if rule.startswith(FLUENT) else rule
-    return base in RIGHT_PARTS or (base == "mix" and any(n in RIGHT_PARTS for n in (weights or {})))
+    return _reads(RIGHT_PARTS, rule, weights)
+
+
+def needs_both(rule: str, weights: dict[str, float] | None = None) -> bool:
+    """Whether ranking by `rule` (with a "mix" rule's weights) reads both (both_per_token), which
+    only score_fills(both=True) computes for every candidate; the shipped rules do not."""
+    return _reads(BOTH_PARTS, rule, weights)
 
 
 RULES: dict[str, Callable[[FillScores], float]] = {
@@ -205,6 +239,9 @@ def rule_values(cands: Sequence[Candidate], rule: str, weights: dict[str, float]
     if rule in RIGHT_PARTS and any(getattr(c.scores, rule) is None for c in cands):
         raise ValueError(f"rule {rule!r} reads the text after the blank, which these candidates were scored "
                          "without; score them with right=True (make_candidates, score_fills)")
+    if rule in BOTH_PARTS and any(c.scores.both is None for c in cands):
+        raise ValueError(f"rule {rule!r} reads the fill given both sides, which these candidates were scored "
+                         "without; score them with both=True (make_candidates, score_fills)")
     return [RULES[rule](c.scores) for c in cands]
 
 
@@ -271,5 +308,5 @@ def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
 
 
 __all__ = ["slack_configs", "Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "candidate_batch", "candidates_of",
-           "length_grid", "length_requests", "make_candidates", "pool_configs", "rank", "resize_blank",
-           "resize_encoded", "rule_values"]
+           "length_grid", "length_requests", "make_candidates", "needs_both", "needs_right", "pool_configs", "rank",
+           "resize_blank", "resize_encoded", "rule_values", "runs_both", "with_both"]

@@ -4,6 +4,7 @@
     score_blanks(model, ids, blank_mask, groups=[[..]..])  the groups a run took (Trace.groups())
     score_fills(model, [(ids, blank_mask), ...])           what candidate fills are ranked by (FillScores)
     score_fills(model, rows, right=False)                  the same without the text after the blank
+    score_fills(model, rows, right=False, both=False)      fill_left only (what the shipped rule reads)
     blanks_logp(model, [(ids, blank_mask), ...])           each filled row's exact log p(blanks | visible text)
     scored_by_its_run(cfg, trace)                          when a run's own log-likelihood is that number
 
@@ -62,12 +63,13 @@ class FillScores:
     both       log p(fill | text on both sides), A3's visible-block context, fill left to right, exact
     n_fill     tokens in the fill
     story and right are None when scored with right=False (they need the walk over every token
-    after the blank, most of the scoring's work on a CPU).
+    after the blank, most of the scoring's work on a CPU); both is None when scored with
+    both=False (blanks_logp computes it later for the one fill that is shown).
     """
     story: float | None
     fill_left: float
     right: float | None
-    both: float
+    both: float | None
     n_fill: int
 
 
@@ -148,14 +150,16 @@ def blanks_logp(model, rows: Sequence[tuple]) -> list[float]:
 
 
 @torch.no_grad()
-def score_fills(model, rows: Sequence[tuple], right: bool = True) -> list[FillScores]:
+def score_fills(model, rows: Sequence[tuple], right: bool = True, both: bool = True) -> list[FillScores]:
     """FillScores of filled sequences [(ids (T,), blank_mask (T,)), ...]. The candidates of one story
     share everything before the first blank (left to right) and all their visible text (both
     sides): each shared part is encoded once (shared_logprobs), then two walks score every row's
     own part, left to right from the first blank on, and its blanks given both sides.
     right=False: the left-to-right walk stops at the last blank (story and right are None): the
     fill's log p given its left text needs no token after it, so that walk covers the blanks
-    instead of the rest of the story (a rule that does not read `right` ranks the same)."""
+    instead of the rest of the story, and the text before the blank is not scored (only `story`
+    reads it). both=False: no both-sides walk (both is None). A rule that reads neither ranks the
+    same (candidates.needs_right / needs_both)."""
     out: list[FillScores | None] = [None] * len(rows)
     for mask, idx, ids in by_layout(rows):  # ids (R, T)
         T = ids.shape[1]
@@ -163,9 +167,10 @@ def score_fills(model, rows: Sequence[tuple], right: bool = True) -> list[FillSc
         first, end = int(blanks[0]), (T if right else int(blanks[-1]) + 1)
         after = torch.arange(first, end)  # the left-to-right walk's queries: the rows' own positions
         l2r, prefix = shared_logprobs(model, ids[:, :end], torch.arange(end), first, after,
-                                      torch.arange(1, first))  # (R, end - first)
-        g_both = group_ids_from_order(T, (~mask).nonzero().flatten().tolist(), [[p] for p in blanks.tolist()])
-        both, _ = shared_logprobs(model, ids, g_both, T - len(blanks), blanks)  # (R, L)
+                                      torch.arange(1, first) if right else None)  # (R, end - first)
+        if both:
+            g_both = group_ids_from_order(T, (~mask).nonzero().flatten().tolist(), [[p] for p in blanks.tolist()])
+            both_lp = shared_logprobs(model, ids, g_both, T - len(blanks), blanks)[0].sum(-1).tolist()  # (R,)
         before = float(prefix.sum()) if prefix is not None else 0.0  # log p of the text before the blank
         in_fill = mask[first:end]
         after_fill = ~in_fill & (after > first)
@@ -173,5 +178,5 @@ def score_fills(model, rows: Sequence[tuple], right: bool = True) -> list[FillSc
             out[i] = FillScores(story=before + float(l2r[j].sum()) if right else None,
                                 fill_left=float(l2r[j, in_fill].sum()),
                                 right=float(l2r[j, after_fill].sum()) if right else None,
-                                both=float(both[j].sum()), n_fill=int(mask.sum()))
+                                both=both_lp[j] if both else None, n_fill=int(mask.sum()))
     return out

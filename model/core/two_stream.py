@@ -200,18 +200,18 @@ def two_stream_walk(base: nn.Module,
             qs, k = qs.transpose(1, 2), k.transpose(1, 2)
             qs = rope(qs, cos, sin) if r0 == 0 else rope(qs, cos[:, :, r0:], sin[:, :, r0:])
             k = rope(k, cos_k, sin_k)
-        # every key visible (a decoding step) on step_ops: attention reads the cache's filled slots itself
-        step_attn = step is not None and mask is None and cache is not None and B * (N + M) <= 16 and x.is_cpu
+        # on step_ops, attention reads the cache's filled slots itself (with the mask, where there is one)
+        step_attn = step is not None and cache is not None and x.is_cpu
         if cache is not None:  # narrow: one view each (a [:, :, a:b] index is three)
             ck, cv = cache.k[li], cache.v[li]
             ck.narrow(2, s0, N).copy_(k)
             cv.narrow(2, s0, N).copy_(v)
             if not step_attn:
                 k, v = ck.narrow(2, 0, s0 + N), cv.narrow(2, 0, s0 + N)
+        m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
         if step_attn:  # (B, R, H, D) out: o_proj's rows without a transpose
-            o = step.attend(qs, ck, cv, s0 + N, attn.scaling).view(B, N + M - r0, -1)
+            o = step.attend(qs, ck, cv, s0 + N, attn.scaling, m).view(B, N + M - r0, -1)
         else:
-            m = mask if mask is None or r0 == 0 else mask[:, :, r0:]
             o = F.scaled_dot_product_attention(qs, k, v, attn_mask=m, scale=attn.scaling,
                                                enable_gqa=k.shape[1] != qs.shape[1])  # (B, H, R, D)
             o = o.transpose(1, 2).reshape(B, N + M - r0, -1)
