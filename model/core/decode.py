@@ -155,27 +155,25 @@ def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tenso
 
 def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor, excl: torch.Tensor,
                 tokenizer, t0: float) -> list[Step | None]:
-    """Choose and commit this walk's tokens, row by row; the distributions are computed for the
-    whole batch at once (logits (B, M, V) at each row's targets, padding rows ignored). What is
-    read only somewhere is computed only there: the distribution a dynamic order ranks by, for its
-    rows; entropy and alternatives, at the positions committed (a confidence order queries every
-    open blank and commits one: ten vocabulary-wide passes over all of them cost more than its walk)."""
-    logp = torch.log_softmax(logits, dim=-1)  # the model's own distributions, reported as they are
-    probs = logp.exp()
+    """Choose and commit this walk's tokens, row by row (logits (B, M, V) at each row's targets,
+    padding rows ignored; its excluded ids are set to -inf in place). What is read only somewhere
+    is computed only there: the choice over every target, for the whole batch at once; the
+    distribution a dynamic order ranks by, for its rows (`_scores`: a confidence order needs the
+    top probability, not the whole distribution); the model's own distribution, with the entropy
+    and alternatives, at the positions committed (a confidence order queries every open blank and
+    commits one: vocabulary-wide passes over all of them cost more than its walk)."""
     exclude = torch.tensor([r.cfg.exclude_special for r in rows], device=logits.device)
+    raw_excl = logits[:, :, excl].clone() if excl.numel() else None  # (B, M, E) the model's own logits there
     if excl.numel():
-        excluded = probs[..., excl].sum(-1) * exclude[:, None]  # (B, M)
-        masked = logits.clone()
-        masked[:, :, excl] = torch.where(exclude[:, None, None], float("-inf"), logits[:, :, excl])
-    else:
-        excluded, masked = torch.zeros_like(logits[..., 0]), logits
+        logits[:, :, excl] = torch.where(exclude[:, None, None], float("-inf"), raw_excl)
     for b, (r, tgt) in enumerate(zip(rows, tgts)):  # a slack blank: the empty token where a fill may end
         if r.slack is not None and tgt.numel():
             ok = torch.isin(tgt, torch.tensor(list(r.slack.positions), device=tgt.device))
             ok[ok.clone()] = r.slack.allowed(r.open, r.ids)[tgt[ok] - r.slack.first]
-            e = r.slack.empty_id
-            masked[b, :tgt.numel(), e] = torch.where(ok, logits[b, :tgt.numel(), e], masked[b, :tgt.numel(), e])
-    excluded = excluded.tolist()
+            e, n = r.slack.empty_id, tgt.numel()
+            raw_e = raw_excl[b, :n, int((excl == e).nonzero()[0])]
+            logits[b, :n, e] = torch.where(ok, raw_e, logits[b, :n, e])
+    masked = logits  # what may be chosen
     counts = [t.numel() for t in tgts]
     chosen_rows = choose_rows([r.sampler for r in rows], masked, counts)
     out: list[Step | None] = []
@@ -187,11 +185,9 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         cfg = r.cfg
         chosen = chosen_rows[b]  # (M,)
         if r.dynamic:  # what may be chosen and scored: the distribution without the excluded ids
-            sel_logp = torch.log_softmax(masked[b, :M], dim=-1)  # (M, V)
-            sel_probs = sel_logp.exp()
-            scores = _scores(cfg.strategy, sel_probs, sel_logp, r.sampler)
+            scores, top_p = _scores(cfg.strategy, masked[b, :M], r.sampler)
             if cfg.threshold is not None:
-                keep = sel_probs.max(-1).values >= cfg.threshold
+                keep = top_p >= cfg.threshold
                 if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
                     keep[scores.argmax()] = True
                 sel = keep.nonzero().flatten()
@@ -214,32 +210,43 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         r.new_rows, r.next_group = torch.cat([pos, shut]), r.next_group + 1
         r.passes += 1
         r.k += 1
+        own = masked[b, sel]  # (S, V) the committed positions, the model's own logits restored
+        if raw_excl is not None:
+            own[:, excl] = raw_excl[b, sel]
+        lp_sel = torch.log_softmax(own, dim=-1)  # the model's own distributions, reported as they are
+        p_sel = lp_sel.exp()
+        excluded = (p_sel[:, excl].sum(-1) * exclude[b]).tolist() if excl.numel() else [0.0] * len(js)
         k = min(cfg.n_alternatives, logits.shape[-1])
-        p_sel, lp_sel = probs[b, sel], logp[b, sel]  # (S, V) at the committed positions
         entropy = (-(p_sel * lp_sel).nan_to_num().sum(-1)).tolist()
         top = p_sel.topk(k, dim=-1) if k else None
         top_i, top_v = (top.indices.tolist(), top.values.tolist()) if top is not None else (None, None)
+        at = torch.arange(len(js), device=p_sel.device)
         out.append(Step(
             index=r.step, positions=pos.tolist(), token_ids=tok_l, tokens=_text(tokenizer, tok_l),
-            probs=probs[b, sel, tok].tolist(),
+            probs=p_sel[at, tok].tolist(),
             alternatives=[list(zip(_text(tokenizer, top_i[i]), top_v[i])) for i in range(len(js))] if k else [],
             entropy=entropy, forward_passes=r.passes, elapsed=time.perf_counter() - t0,
-            pending=int(r.open.sum()), excluded_mass=[excluded[b][j] for j in js], closed=closed,
-            empty_prob=probs[b, sel, r.slack.empty_id].tolist() if r.slack is not None else []))
+            pending=int(r.open.sum()), excluded_mass=excluded, closed=closed,
+            empty_prob=p_sel[:, r.slack.empty_id].tolist() if r.slack is not None else []))
         r.step += 1
     return out
 
 
-def _scores(strategy: str, probs: torch.Tensor, logp: torch.Tensor, sampler: Sampler) -> torch.Tensor:
-    """(M,) how ready each pending blank is; higher is committed first (Algorithm 2)."""
-    if strategy == "confidence":
-        return probs.max(-1).values
+def _scores(strategy: str, masked: torch.Tensor, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M,) how ready each pending blank is, higher committed first (Algorithm 2), and (M,) its top
+    probability, from its logits without the excluded ids (M, V): the top probability is
+    exp(max - logsumexp), and only the entropy order needs the whole distribution."""
+    lse = torch.logsumexp(masked, dim=-1)  # (M,)
     if strategy == "margin":
-        top2 = probs.topk(2, dim=-1).values
-        return top2[:, 0] - top2[:, 1]
+        top2 = (masked.topk(2, dim=-1).values - lse[:, None]).exp()  # (M, 2)
+        return top2[:, 0] - top2[:, 1], top2[:, 0]
+    top_p = (masked.max(-1).values - lse).exp()
+    if strategy == "confidence":
+        return top_p, top_p
     if strategy == "entropy":
-        return (probs * logp).nan_to_num().sum(-1)  # -H (excluded ids: 0 * -inf counts as 0)
-    return sampler.uniform(probs.shape[0]).to(probs.device)
+        logp = masked - lse[:, None]
+        return (logp.exp() * logp).nan_to_num().sum(-1), top_p  # -H (excluded ids: 0 * -inf counts as 0)
+    return sampler.uniform(masked.shape[0]).to(masked.device), top_p
 
 
 @torch.no_grad()
