@@ -74,12 +74,13 @@ def test_attend_is_sdpa_over_the_filled_cache(dim, length):
 
 
 @pytest.mark.parametrize("split", [False, True])
-def test_attend_with_a_mask_is_sdpa_with_it(split, monkeypatch):
+@pytest.mark.parametrize("D", [64, 24])  # the vector path, and the scalar one
+def test_attend_with_a_mask_is_sdpa_with_it(split, D, monkeypatch):
     """The walk's bool mask (B, 1, R, S), as a view with the content rows cut off: sdpa with the
     same mask, on one thread and split over threads; a row that sees no key (padding) gets zeros."""
     monkeypatch.setattr(step_ops, "ATTEND_SPLIT_MIN", 0 if split else 1 << 62)
     torch.manual_seed(0)
-    B, R, H, Hkv, D, S = 3, 7, 9, 3, 64, 29
+    B, R, H, Hkv, S = 3, 7, 9, 3, 29
     q = torch.randn(B, R, H, D).transpose(1, 2)
     k, v = torch.randn(B, Hkv, 40, D), torch.randn(B, Hkv, 40, D)
     full = torch.rand(B, 1, R + 2, S) > 0.4

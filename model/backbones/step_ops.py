@@ -1,23 +1,18 @@
 """The small operations of a CPU decoding step, one call each (bf16w): RMS norm, SiLU(gate) * up,
 rotary embedding in place, and attention over the K/V cache.
 
-A cached decoding step at group size 1 multiplies two rows by every weight; around those
-products, each of a layer's norms, its rotary embedding, its activation and its attention is a
-composite of PyTorch operations (an fp32 `F.rms_norm` on a CPU is ten of them, with two copies;
-the rotary embedding seven; `scaled_dot_product_attention` spends ~30 us setting up for two
-rows), and each operation costs its dispatch: together ~60 per layer, about a third of the step
-(`python -m model.bench --cpu-precision`, the step against its bandwidth limit). Here each is one
-C++ loop over the step's few rows, compiled like the bf16 kernel (bf16_linear.build_library) and
-called through ctypes:
+Around a step's products, each of a layer's norms, rotary embedding, activation and attention is
+a composite of PyTorch operations (an fp32 `F.rms_norm` on a CPU is ten, the rotary embedding
+seven; `scaled_dot_product_attention` spends ~30 us setting up for two rows, ~0.5 ms with a mask),
+each paying its dispatch: ~60 per layer, a third of the step. Here each is one C++ loop, compiled
+like the bf16 kernel (bf16_linear.build_library) and called through ctypes:
 
     rms_norm(x, weight, eps)            weight * (x / sqrt(mean(x^2) + eps)), LlamaRMSNorm's formula
     silu_mul(gu, inter)                 silu(gu[..., :inter]) * gu[..., inter:] (a fused MLP's product)
     rope_(y, cos, sin, heads, dim)      y's first heads * dim columns rotated in place (rotate_half's
                                         formula, the same multiplications and sum: bit for bit)
-    attend(q, k, v, length, scale, mask)
-                                        softmax(q k^T scale) v over the first `length` cache slots, with
-                                        the walk's mask or none (every key visible: a decoding step),
-                                        (B, R, H, D) out
+    attend(q, k, v, length, scale, mask)  softmax(q k^T scale) v over the first `length` cache slots,
+                                        under the walk's mask or none, (B, R, H, D) out
     install(base)                       the norms as StepRMSNorm, and the walk told to use the rest
 
 They are the same formulas in fp32, summed in another order than PyTorch's kernels (the norm's
@@ -155,69 +150,62 @@ extern "C" void attend_f32(const float* q, int64_t qb, int64_t qh, int64_t qr, c
   #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      float stack[4096];
+      float stack[4096], acc[512];
       float* p = S <= 4096 ? stack : (float*)malloc(S * sizeof(float));
-      float acc[512];
       const float* kh_ = k + b * kb + (h / rep) * kh;
       const float* vh = v + b * kb + (h / rep) * kh;
       for (int64_t r = 0; r < R; ++r) {
         const float* qv = q + b * qb + h * qh + r * qr;
         const uint8_t* mrow = mask ? mask + b * mb + r * mr : nullptr;
         float* out = o + ((b * R + r) * H + h) * D;
-        float m = -INFINITY;
+        float m = -INFINITY, z = 0.f;
+        int64_t j = 0;
 #if defined(__AVX512F__)
         if (D % 16 == 0 && D <= 256) {
           int64_t nv = D / 16;
-          __m512 qx[16];
-          for (int64_t c = 0; c < nv; ++c) qx[c] = _mm512_loadu_ps(qv + 16 * c);
-          for (int64_t j = 0; j < S; ++j) {
+          __m512 x[16];
+          for (int64_t c = 0; c < nv; ++c) x[c] = _mm512_loadu_ps(qv + 16 * c);
+          for (j = 0; j < S; ++j) {  /* scores; a hidden key's weight is exactly 0 below */
             if (mrow && !mrow[j]) { p[j] = -INFINITY; continue; }
             const float* kj = kh_ + j * ks;
-            __m512 d = _mm512_mul_ps(qx[0], _mm512_loadu_ps(kj));
-            for (int64_t c = 1; c < nv; ++c) d = _mm512_fmadd_ps(qx[c], _mm512_loadu_ps(kj + 16 * c), d);
+            __m512 d = _mm512_mul_ps(x[0], _mm512_loadu_ps(kj));
+            for (int64_t c = 1; c < nv; ++c) d = _mm512_fmadd_ps(x[c], _mm512_loadu_ps(kj + 16 * c), d);
             p[j] = _mm512_reduce_add_ps(d) * scale;
             m = p[j] > m ? p[j] : m;
           }
-          if (m == -INFINITY) { for (int64_t d = 0; d < D; ++d) out[d] = 0.f; continue; }
-          int64_t j = 0;
+          if (m == -INFINITY) { for (int64_t d = 0; d < D; ++d) out[d] = 0.f; continue; }  /* padding */
           __m512 mv = _mm512_set1_ps(m), zv = _mm512_setzero_ps();
-          for (; j + 16 <= S; j += 16) {  /* a hidden key: exp16(-inf) clamps to exp(-87), so zero it */
-            __m512 x = _mm512_loadu_ps(p + j);
-            __mmask16 seen = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
-            __m512 e = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(x, mv)));
+          for (j = 0; j + 16 <= S; j += 16) {  /* exp16 clamps -inf to exp(-87): mask the hidden keys to 0 */
+            __m512 y = _mm512_loadu_ps(p + j);
+            __mmask16 seen = _mm512_cmp_ps_mask(y, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+            __m512 e = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(y, mv)));
             _mm512_storeu_ps(p + j, e);
             zv = _mm512_add_ps(zv, e);
           }
-          float z = _mm512_reduce_add_ps(zv);
+          z = _mm512_reduce_add_ps(zv);
           for (; j < S; ++j) { p[j] = expf(p[j] - m); z += p[j]; }
-          __m512 ax[16];
-          for (int64_t c = 0; c < nv; ++c) ax[c] = _mm512_setzero_ps();
+          for (int64_t c = 0; c < nv; ++c) x[c] = _mm512_setzero_ps();
           for (int64_t t = 0; t < S; ++t) {
             if (p[t] == 0.f) continue;
             __m512 pt = _mm512_set1_ps(p[t]);
-            const float* vt = vh + t * ks;
-            for (int64_t c = 0; c < nv; ++c) ax[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vt + 16 * c), ax[c]);
+            for (int64_t c = 0; c < nv; ++c) x[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vh + t * ks + 16 * c), x[c]);
           }
           __m512 iz = _mm512_set1_ps(z);
-          for (int64_t c = 0; c < nv; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_div_ps(ax[c], iz));
+          for (int64_t c = 0; c < nv; ++c) _mm512_storeu_ps(out + 16 * c, _mm512_div_ps(x[c], iz));
           continue;
         }
 #endif
-        for (int64_t j = 0; j < S; ++j) {
-          if (mrow && !mrow[j]) { p[j] = -INFINITY; continue; }
-          p[j] = dot16(qv, kh_ + j * ks, D) * scale;
+        for (j = 0; j < S; ++j) {
+          p[j] = (mrow && !mrow[j]) ? -INFINITY : dot16(qv, kh_ + j * ks, D) * scale;
           m = p[j] > m ? p[j] : m;
         }
-        if (m == -INFINITY) { for (int64_t d = 0; d < D; ++d) out[d] = 0.f; continue; }
-        for (int64_t j = 0; j < S; ++j) p[j] = expf(p[j] - m);
-        float z = sum16(p, S);
         for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
-        for (int64_t t = 0; t < S; ++t) {
-          if (p[t] == 0.f) continue;
-          const float* vt = vh + t * ks;
-          for (int64_t d = 0; d < D; ++d) acc[d] += p[t] * vt[d];
+        if (m != -INFINITY) {  /* else a row that sees no key (padding): zeros */
+          for (j = 0; j < S; ++j) { p[j] = expf(p[j] - m); z += p[j]; }
+          for (int64_t t = 0; t < S; ++t)
+            for (int64_t d = 0; d < D && p[t] != 0.f; ++d) acc[d] += p[t] * vh[t * ks + d];
         }
-        for (int64_t d = 0; d < D; ++d) out[d] = acc[d] / z;
+        for (int64_t d = 0; d < D; ++d) out[d] = m == -INFINITY ? 0.f : acc[d] / z;
       }
       if (p != stack) free(p);
     }
