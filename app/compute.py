@@ -200,6 +200,15 @@ def execute(run) -> dict:
                                 time.perf_counter() - t0, run.tokenizer)
 
 
+def score_shown(key: str, rec: dict) -> float:
+    """The exact log p of a record's fill given both sides (its "left-to-right" log p: scoring.blanks_logp
+    of the story as filled), for a candidate a CPU ranking did not score so (execute_candidates:
+    the rule does not read it) when the user shows it."""
+    filled = run_file.trace_of(rec)
+    _, got, _ = ENGINE.submit(Job(key, [(filled.output_ids, filled.blank_mask, None)], [None], ["score"]))
+    return got[0]
+
+
 def execute_candidates(run, plan) -> dict:
     """Decode a candidate plan (candidate_plan.CandidatePlan: one request per blank length, or one
     of M slots the model ends itself, and the pool's configs) in one job, rank by the plan's rule,

@@ -230,8 +230,8 @@ def ranking_note(rec: dict) -> str:
         text += (" Log p after the blank not scored: this rule does not read it, and on a CPU it is most of"
                  " the ranking's time.")
     if len(cands) > 1 and any(c.get("both") is None for c in cands):
-        text += (" Log p given both sides scored for the best fill (and the left-to-right one) only: on a CPU"
-                 " the rule does not need it for the others.")
+        text += (" Log p given both sides is scored for a fill when it is shown (and for the left-to-right one):"
+                 " on a CPU the rule does not need it for the others.")
     if r.get("note"):
         text += f" Note: {r['note']}."
     return text

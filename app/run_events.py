@@ -18,7 +18,7 @@ import gradio as gr
 
 from . import figures, model_menu, render, run_file, run_schema
 from .candidate_plan import plan_candidates
-from .compute import execute, execute_candidates
+from .compute import execute, execute_candidates, score_shown
 from .request import RunRequest, int_in, prepare
 from .texts import error_md, failure_md, failure_text, model_note_for_file
 
@@ -167,8 +167,14 @@ def wire(page: SimpleNamespace) -> None:
         except ValueError as e:
             yield skip_all[:3] + (error_md(str(e)),) + skip_all[4:]
             return
-        chosen = {**rec["candidates"][k]["record"], "candidates": rec["candidates"], "ranking": rec["ranking"],
-                  "shown": k}
+        cand = rec["candidates"][k]
+        if cand.get("both") is None and cand.get("record", {}).get("steps"):  # a CPU ranking left it to the showing
+            try:
+                cand["both"] = score_shown(rec["model"]["key"], cand["record"])
+                cand["record"]["stats"]["ar_log_likelihood"] = cand["both"]
+            except (KeyError, ValueError):  # a model no longer on the menu: the column stays empty
+                pass
+        chosen = {**cand["record"], "candidates": rec["candidates"], "ranking": rec["ranking"], "shown": k}
         yield frame(chosen, 0)
         yield from animate(chosen, speed)
 

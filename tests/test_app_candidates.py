@@ -32,7 +32,7 @@ def test_candidates_are_ranked_and_the_winner_is_animated(app):
     assert all(isinstance(r[6], float) or r[6] in (None, "") for r in rows[1:]), f"the others may be left out: {rows}"
     assert "not scored" in last["status"], f"the status says why that column is empty: {last['status']}"
     if any(r[6] in (None, "") for r in rows):
-        assert "both sides scored for the best fill" in last["status"], f"and why the other: {last['status']}"
+        assert "scored for a fill when it is shown" in last["status"], f"and why the other: {last['status']}"
 
 
 def test_a_blank_whose_length_the_model_chooses(app):
@@ -53,6 +53,8 @@ def test_show_another_candidate_and_put_one_into_the_story(app):
     job.result()
     frames = list(client.submit(2, 0, api_name="/show_candidate"))
     assert "showing #3" in frames[-1][3], f"the third candidate should be shown: {frames[-1][3]}"
+    cands = frames[-1][9]["data"] if isinstance(frames[-1][9], dict) else frames[-1][9]
+    assert isinstance(cands[2][6], float), f"a shown candidate is scored given both sides: {cands[2]}"
     out = client.predict(1, key, "", api_name="/use_candidate")
     template, info = out[0], out[3].replace("\\", "")
     assert "[[" not in template, f"the blanks should be replaced by candidate 2's text: {template!r}"
