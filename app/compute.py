@@ -84,8 +84,11 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig | None], 
         for i, t in zip(todo, decoded):
             traces[i] = t
         empty_id = length_signal(model).get("empty_id")
-        filled = [(r[0], r[1]) if t is None else as_filled(t, c, empty_id) for r, t, c in zip(rows, traces, cfgs)]
-        filled = [f if isinstance(f, tuple) else (f.output_ids, f.blank_mask) for f in filled]
+        filled = [(r[0], r[1]) for r in rows]  # a "score" row as given; a decoded one as filled
+        for i, (t, c) in enumerate(zip(traces, cfgs)):
+            if t is not None:
+                f = as_filled(t, c, empty_id)
+                filled[i] = (f.output_ids, f.blank_mask)
         scores = [None] * len(rows)
         for i, (k, t, c) in enumerate(zip(kinds, traces, cfgs)):  # a left-to-right run scored itself
             if k == "run" and scored_by_its_run(c, t):
@@ -200,13 +203,17 @@ def execute(run) -> dict:
                                 time.perf_counter() - t0, run.tokenizer)
 
 
-def score_shown(key: str, rec: dict) -> float:
-    """The exact log p of a record's fill given both sides (its "left-to-right" log p: scoring.blanks_logp
-    of the story as filled), for a candidate a CPU ranking did not score so (execute_candidates:
-    the rule does not read it) when the user shows it."""
-    filled = run_file.trace_of(rec)
+def _both(key: str, filled: Trace) -> float:
+    """log p of a filled story's blanks given both sides (scoring.blanks_logp), as a job of kind "score"."""
     _, got, _ = ENGINE.submit(Job(key, [(filled.output_ids, filled.blank_mask, None)], [None], ["score"]))
     return got[0]
+
+
+def score_shown(key: str, rec: dict) -> float:
+    """The exact log p of a record's fill given both sides (its "left-to-right" log p, of the story
+    as filled), for a candidate a CPU ranking did not score so (execute_candidates: the rule does
+    not read it) when the user shows it."""
+    return _both(key, run_file.trace_of(rec))
 
 
 def execute_candidates(run, plan) -> dict:
@@ -227,9 +234,7 @@ def execute_candidates(run, plan) -> dict:
     ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
     best = ranked[0]
     if best.scores.both is None:  # scored for its rule only (a CPU): the shown fill given both sides
-        t = best.trace
-        _, got, _ = ENGINE.submit(Job(run.model["key"], [(t.output_ids, t.blank_mask, None)], [None], ["score"]))
-        best.scores = replace(best.scores, both=got[0])
+        best.scores = replace(best.scores, both=_both(run.model["key"], best.trace))
     total, records, at = time.perf_counter() - t0, [], {id(c): i for i, c in enumerate(cands)}
     for c in ranked:
         i = at[id(c)]
