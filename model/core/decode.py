@@ -173,9 +173,8 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
             e, n = r.slack.empty_id, tgt.numel()
             raw_e = raw_excl[b, :n, int((excl == e).nonzero()[0])]
             logits[b, :n, e] = torch.where(ok, raw_e, logits[b, :n, e])
-    masked = logits  # what may be chosen
     counts = [t.numel() for t in tgts]
-    chosen_rows = choose_rows([r.sampler for r in rows], masked, counts)
+    chosen_rows = choose_rows([r.sampler for r in rows], logits, counts)  # what may be chosen
     out: list[Step | None] = []
     for b, (r, tgt) in enumerate(zip(rows, tgts)):
         M = tgt.numel()
@@ -185,7 +184,7 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         cfg = r.cfg
         chosen = chosen_rows[b]  # (M,)
         if r.dynamic:  # what may be chosen and scored: the distribution without the excluded ids
-            scores, top_p = _scores(cfg.strategy, masked[b, :M], r.sampler)
+            scores, top_p = _scores(cfg.strategy, logits[b, :M], r.sampler)
             if cfg.threshold is not None:
                 keep = top_p >= cfg.threshold
                 if not bool(keep.any()):  # at least one per step: the best-scored blank, only then
@@ -210,7 +209,7 @@ def _commit_all(rows: list[_Row], tgts: list[torch.Tensor], logits: torch.Tensor
         r.new_rows, r.next_group = torch.cat([pos, shut]), r.next_group + 1
         r.passes += 1
         r.k += 1
-        own = masked[b, sel]  # (S, V) the committed positions, the model's own logits restored
+        own = logits[b, sel]  # (S, V) a copy at the committed positions, the model's own logits restored
         if raw_excl is not None:
             own[:, excl] = raw_excl[b, sel]
         lp_sel = torch.log_softmax(own, dim=-1)  # the model's own distributions, reported as they are
