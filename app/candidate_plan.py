@@ -60,6 +60,7 @@ class CandidatePlan:
     note: str  # what was capped, in words ("" when nothing was)
     # the blank the model ends with its length signal: {blank, first, slots, least, empty_id, empty_token}
     slack: dict | None = None
+    chosen: int | None = None  # the index of the blank whose length the grid tries (None: no grid)
 
 
 def _pool_members(run, n: int) -> list[tuple[str, DecodeConfig]]:
@@ -137,4 +138,5 @@ def plan_candidates(run) -> CandidatePlan | None:
     requests = ([LengthRequest(L, resize_encoded(enc, chosen[0], L)) for L in lengths] if lengths
                 else [LengthRequest(fixed, enc)])
     rule, weights = (LENGTH_RULE, LENGTH_WEIGHTS) if lengths else (RULE, None)
-    return CandidatePlan(requests, configs, rule, weights, req.pool, lengths, "; ".join(notes))
+    return CandidatePlan(requests, configs, rule, weights, req.pool, lengths, "; ".join(notes),
+                         chosen=chosen[0] if lengths else None)

@@ -24,15 +24,18 @@ nothing here samples or scores by itself.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from model.core.candidates import candidate_batch, candidates_of, needs_both, needs_right, rank, runs_both
+from model.core.candidates import (SHIPPED_HEAD_WEIGHT, candidate_batch, candidates_of, needs_both, needs_right, rank,
+                                   runs_both)
 from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
+from model.core.length_head import length_features, length_head
 from model.core.scoring import blanks_logp, score_fills, scored_by_its_run
 from model.core.trace import Trace
 
@@ -67,7 +70,9 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig | None], 
     order), kind "candidate" its FillScores, kind "ranked" on a CPU only the FillScores its rule
     reads (score_fills(right=False, both=False): fill_left, the walk over the blanks alone; both
     where the run scored itself, candidates.runs_both; a GPU scores everything anyway), kind "score"
-    (a filled row, cfg None: not decoded, no trace) its blanks_logp, the shown candidate's `both`.
+    (a filled row, cfg None: not decoded, no trace) its blanks_logp, the shown candidate's `both`;
+    kind "length" (cfg None, not decoded; its spans list the blank whose length the model chooses
+    first) the length head's features of the story around that blank (core/length_head.py).
     A row the model ends itself comes back as decoded (its slots and their closing) and is scored
     as filled (`as_filled`). Returns (traces, scores, seconds)."""
     model, tok = model_menu.load(key)
@@ -77,7 +82,7 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig | None], 
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        todo = [i for i, k in enumerate(kinds) if k != "score"]
+        todo = [i for i, k in enumerate(kinds) if k not in ("score", "length")]
         decoded = run_batch(model, [(rows[i][0], rows[i][1]) for i in todo], [cfgs[i] for i in todo], tok,
                             [rows[i][2] for i in todo], compact_slack=False) if todo else []
         traces: list[Trace | None] = [None] * len(rows)
@@ -99,6 +104,10 @@ def _compute_rows(key: str, rows: list[tuple], cfgs: list[DecodeConfig | None], 
             idx = [i for i, k in enumerate(kinds) if k == kind and scores[i] is None]
             for i, s in zip(idx, score(model, [filled[i] for i in idx]) if idx else []):
                 scores[i] = s
+        asked = [i for i, k in enumerate(kinds) if k == "length"]  # the length head's features (1, F) each
+        for i, f in zip(asked, length_features(model, [(rows[i][0], rows[i][2][0], [p for s in rows[i][2][1:] for p in s])
+                                                       for i in asked]) if asked else []):
+            scores[i] = f[None]
         ranked = [i for i, k in enumerate(kinds) if k == "ranked"]  # both from the run where it is exact
         for i, s in zip(ranked, runs_both([scores[i] for i in ranked], [traces[i] for i in ranked],
                                           [cfgs[i] for i in ranked])):
@@ -227,11 +236,22 @@ def execute_candidates(run, plan) -> dict:
     requests = [r.request for r in plan.requests]
     rows, cfgs = candidate_batch(requests, plan.configs)
     full = needs_right(plan.rule, plan.weights) or needs_both(plan.rule, plan.weights)
-    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate" if full else "ranked"] * len(rows)))
+    kinds = ["candidate" if full else "ranked"] * len(rows)
+    head = length_head(model_menu.load(run.model["key"])[0]) if plan.chosen is not None else None
+    if head is not None:  # the story around the blank, for the length head, in the same job
+        enc = plan.requests[0].enc
+        spans = [enc.blank_spans[plan.chosen]] + [sp for j, sp in enumerate(enc.blank_spans) if j != plan.chosen]
+        rows, cfgs, kinds = rows + [(enc.input_ids, enc.blank_mask, spans)], cfgs + [None], kinds + ["length"]
+    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, kinds))
+    kw, belief = {"weights": plan.weights} if plan.weights else {}, None
+    if head is not None:
+        feats, raw, scores, cfgs = scores[-1], raw[:-1], scores[:-1], cfgs[:-1]
+        belief = length_belief(head, feats, plan.lengths)
+        kw["length_prior"] = lambda n: SHIPPED_HEAD_WEIGHT * belief["log_p"][n]
     slack = plan.slack
     filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
     cands = candidates_of(requests, plan.configs, filled, scores)
-    ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
+    ranked = rank(cands, plan.rule, **kw)
     best = ranked[0]
     if best.scores.both is None:  # scored for its rule only (a CPU): the shown fill given both sides
         best.scores = replace(best.scores, both=_both(run.model["key"], best.trace))
@@ -249,4 +269,17 @@ def execute_candidates(run, plan) -> dict:
                          "note": plan.note}
     if slack:
         winner["ranking"]["slots"] = slack["slots"]
+    if belief is not None:  # how sure the length head is: its median, its central half, p(chosen length)
+        winner["ranking"]["length_head"] = {k: belief[k] for k in ("median", "low", "high")} | {
+            "p_chosen": belief["p_grid"][ranked[0].length], "weight": SHIPPED_HEAD_WEIGHT}
     return winner
+
+
+def length_belief(head, feats, lengths: list[int]) -> dict:
+    """The length head's belief about one blank: log p(L) at the grid's lengths, p(L) normalized over
+    them, its median length and the central half of its belief (rounded to tokens)."""
+    log_p = dict(zip(lengths, head.log_prior(feats, lengths)))
+    z = sum(math.exp(v) for v in log_p.values())
+    med, lo, hi = head.interval(feats, 0.5)
+    return {"log_p": log_p, "p_grid": {n: math.exp(v) / z for n, v in log_p.items()},
+            "median": round(med), "low": round(lo), "high": round(hi)}

@@ -42,9 +42,11 @@ from pathlib import Path
 import torch
 
 from model.core import checkpoint
+from model.core.context_store import enable_context_store
 
 from .fallback import RANDOM_NAME, ensure_random_checkpoint
-from .runtime import cpu_precision, cpu_threads, parameter_count, runs_on, use_cpu_precision, zero_gpu  # noqa: F401
+from .runtime import (context_mb, cpu_precision, cpu_threads, parameter_count, runs_on,  # noqa: F401
+                      use_cpu_precision, zero_gpu)
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -250,6 +252,8 @@ def load(key: str):
                 raise ValueError(f"the model {e.key!r} cannot be loaded on this server ({type(err).__name__}); "
                                  "pick another model") from err
             model.requires_grad_(False)
+            if context_mb() and not zero_gpu():  # a story filled again starts from its encoded text
+                enable_context_store(model, context_mb())  # (not on ZeroGPU: each call is its own process)
             _LOADED[where] = (use_cpu_precision(model), tokenizer)
         return _LOADED[where]
 
@@ -293,8 +297,10 @@ def model_note(key: str) -> str:
 def preload() -> None:
     """At start, from the main thread: the default model; on ZeroGPU every menu model (fetching the
     SmolLM2 base first), so that `spaces` can move them to the GPU for each call; elsewhere the
-    base's fetch starts in the background. An unknown $A3_CPU_PRECISION stops the start here."""
+    base's fetch starts in the background. An unknown $A3_CPU_PRECISION or a bad $A3_CONTEXT_MB
+    stops the start here."""
     cpu_precision(0)  # ValueError naming the choices
+    context_mb()  # ValueError saying what a valid size is
     if zero_gpu():
         start_base_fetch(wait=True)
         for e in available_models():

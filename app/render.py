@@ -222,6 +222,9 @@ def ranking_note(rec: dict) -> str:
     if r.get("lengths"):
         seen = list(dict.fromkeys(c["length"] for c in cands))
         text += f" Chosen length {seen[0]} tokens (runners-up: {', '.join(map(str, seen[1:4])) or 'none'})."
+        if h := r.get("length_head"):
+            text += (f" The length head expects about {h['median']} tokens (half its belief {h['low']}-{h['high']})"
+                     f" and gives the chosen length {h['p_chosen']:.0%} of its belief over the lengths tried.")
     if r.get("slots"):
         lengths = ", ".join(str(c["length"]) for c in cands[:8])
         text += (f" The model ended {'each' if len(cands) > 1 else 'the'} fill itself, within {r['slots']} slots: "

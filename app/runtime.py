@@ -5,6 +5,7 @@ threads once a batch (through model_menu, which re-exports these names).
     use_cpu_precision(model)   the model in $A3_CPU_PRECISION's precision on a CPU (as loaded on a GPU)
     cpu_precision(n_params)    which precision: the variable, else bf16w for a large model, fp32 for a small
     cpu_threads(model)         intra-op threads: 1 for a small model, every core for a large one
+    context_mb()               MiB of encoded stories each loaded model keeps ($A3_CONTEXT_MB)
     runs_on(model)             'cpu, bf16 weights, fp32 math, 2 threads' for the model note
 
 A group-size-1 decoding step of a large model (the SmolLM2 adapters, 135M parameters) reads every
@@ -42,6 +43,22 @@ def cpu_precision(n_params: float) -> str:
     if asked and asked not in PRECISIONS:
         raise ValueError(f"A3_CPU_PRECISION={asked!r} is not a precision; choose one of {', '.join(PRECISIONS)}")
     return asked or ("bf16w" if n_params >= SMALL_MODEL else "fp32")
+
+
+CONTEXT_MB = 64  # default size of a loaded model's store of encoded stories (core/context_store.py)
+
+
+def context_mb() -> float:
+    """MiB of encoded stories a loaded model keeps ($A3_CONTEXT_MB, default CONTEXT_MB; 0 keeps none).
+    ValueError for anything but a number >= 0."""
+    asked = os.environ.get("A3_CONTEXT_MB", "").strip()
+    try:
+        mb = float(asked) if asked else CONTEXT_MB
+    except ValueError:
+        mb = -1
+    if not mb >= 0:
+        raise ValueError(f"A3_CONTEXT_MB={asked!r} must be a number of MiB, 0 or more (0 keeps no encoded story)")
+    return mb
 
 
 def parameter_count(model) -> int:

@@ -157,3 +157,28 @@ def test_a_large_model_defaults_to_bf16_weights_on_every_core(monkeypatch):
     assert models.cpu_threads(large) == cores >= 1, f"a large model uses every core ({cores})"
     monkeypatch.setenv("A3_CPU_PRECISION", "int8")
     assert runtime.cpu_precision(4e6) == "int8", "the variable applies to every menu model"
+
+
+def test_a_loaded_model_keeps_encoded_stories_as_the_environment_says(tmp_path_factory, monkeypatch):
+    from app.compute import execute
+    from app.request import RunRequest, prepare
+    from model.core.context_store import context_store
+
+    monkeypatch.delenv("A3_CONTEXT_MB", raising=False)
+    model, _ = tiny_loaded(tmp_path_factory, monkeypatch)
+    store = context_store(model)
+    assert store is not None and store.max_bytes == 64 * 2 ** 20, "by default a loaded model keeps 64 MiB of stories"
+    key = models.available_models()[0].key
+    for order in ("left_to_right", "confidence"):  # the same story twice, another order the second time
+        execute(prepare(RunRequest.check("Anne had not expected a letter. She [[3]] it twice.", order, 1, 0, "",
+                                         0, 0, 1, "0"), key))
+    assert (store.misses, store.hits) == (1, 1), f"the second run reuses the story: {store.misses} / {store.hits}"
+    models._LOADED.clear()
+    monkeypatch.setenv("A3_CONTEXT_MB", "0")
+    model, _ = tiny_loaded(tmp_path_factory, monkeypatch)
+    assert context_store(model) is None, "A3_CONTEXT_MB=0 keeps no encoded story"
+    models._LOADED.clear()
+    for bad in ("-1", "lots", "nan"):
+        monkeypatch.setenv("A3_CONTEXT_MB", bad)
+        with pytest.raises(ValueError, match="A3_CONTEXT_MB=.* must be a number of MiB, 0 or more"):
+            models.preload()

@@ -255,3 +255,32 @@ def test_no_query_row_is_fully_masked(a3):
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in a3.parameters() if p.grad is not None), \
         "gradients must be finite"
+
+
+def test_a_full_cache_grows_and_the_walks_give_the_same_states(a3_llama):
+    """Walks that append past a cache's capacity grow it (KVCache.reserve): the same query states as
+    the same walks on a cache preallocated large enough, and the filled slots unchanged."""
+    from model.core.two_stream import KVCache, two_stream_walk
+
+    torch.manual_seed(0)
+    base, C = a3_llama.base, a3_llama.config.hidden_size
+    ids = torch.randint(3, a3_llama.config.vocab_size, (2, 9))
+    groups = torch.tensor([[-1, 0, 0, 0, 0, 1, 2, 3, 4]] * 2)
+    outs = {}
+    for cap in (3, 20):
+        cache = KVCache.empty(base, 2, cap, "cpu", torch.float32)
+        got = []
+        for a, b in ((0, 5), (5, 7), (7, 9)):  # 5 rows into 3 slots, then 2 and 2 more
+            pos = torch.arange(a, b).expand(2, -1)
+            q_pos = torch.full((2, 1), min(b, 8))
+            q, _ = two_stream_walk(base, a3_llama.embed(ids[:, a:b]), pos, groups[:, a:b],
+                                   torch.ones(2, b - a, dtype=torch.bool), a3_llama.query_input(2, 1), q_pos,
+                                   groups[:, min(b, 8):min(b, 8) + 1] + 1, cache=cache)
+            got.append(q)
+        assert cache.length == 9 and cache.k[0].shape[2] >= 9, f"cache of {cache.k[0].shape[2]} slots, length {cache.length}"
+        outs[cap] = (got, cache)
+    for i, (x, y) in enumerate(zip(outs[3][0], outs[20][0])):
+        assert torch.allclose(x, y, atol=1e-6), f"walk {i}: a grown cache gives other query states"
+    small, big = outs[3][1], outs[20][1]
+    assert torch.equal(small.k[1][:, :, :9], big.k[1][:, :, :9]) and torch.equal(small.groups[:, :9], big.groups[:, :9]), \
+        "growing moved or changed the filled slots"

@@ -176,9 +176,14 @@ def load_adapter(ckpt_dir: str | Path, base: nn.Module | None = None, merge: boo
 
 
 def load_a3(ckpt_dir: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """(model, tokenizer) for any A3 checkpoint: an adapter (merged) or a full one."""
+    """(model, tokenizer) for any A3 checkpoint: an adapter (merged) or a full one, with its length
+    head (core/length_head.py) as `model.length_head` when the checkpoint has one, else None."""
+    from model.core.length_head import LengthHead
+
     if adapter_section(ckpt_dir) is not None:
         model = load_adapter(ckpt_dir, dtype=dtype, device=device)
     else:
         model = A3Model.from_pretrained(ckpt_dir, dtype=dtype, device=device)
+    # a plain attribute, not a submodule: precisions, parameter counts and saving see the A3 model alone
+    object.__setattr__(model, "length_head", LengthHead.load(ckpt_dir))
     return model, checkpoint.load_tokenizer(ckpt_dir)

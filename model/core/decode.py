@@ -32,6 +32,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .chosen_length import SlackBlank, compact, length_signal
+from .context_store import Entry, context_store
 from .decode_events import DYNAMIC_ORDERS, STRATEGIES, DecodeConfig, Step, validate
 from .groups import BOS_GROUP, FIXED_ORDERS, PAD_GROUP, fixed_order, group_ids_from_order
 from .sampling import Sampler, choose_rows, excluded_ids
@@ -122,17 +123,35 @@ def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[t
 
 def _shared_context(model, rows: list[_Row], slots: int) -> KVCache:
     """Encode each distinct visible text once (one walk), then give every row a copy of its K/V:
-    candidates of one story share their context instead of encoding it B times."""
+    candidates of one story share their context instead of encoding it B times. With a context
+    store (context_store.py), texts it holds are not encoded at all, and new ones are kept."""
     keys = [r.context_key() for r in rows]
     uniq = list(dict.fromkeys(keys))
-    first = [keys.index(k) for k in uniq]
-    reps = [rows[i] for i in first]
-    cache = KVCache.empty(model.base, len(reps), max(len(r.visible) for r in reps), model.device, model.w.dtype)
-    bos = [r.new_rows[:1] for r in reps]  # one harmless query per row; its logits are not read
-    _walk_cached(model, reps, [r.new_rows for r in reps], bos, cache)
+    store = context_store(model)
+    entries = {k: store.get(k) for k in uniq} if store is not None else {}
+    todo = [k for k in uniq if entries.get(k) is None]
+    if todo:
+        reps = [rows[keys.index(k)] for k in todo]
+        enc = KVCache.empty(model.base, len(reps), max(len(r.visible) for r in reps), model.device, model.w.dtype)
+        bos = [r.new_rows[:1] for r in reps]  # one harmless query per row; its logits are not read
+        _walk_cached(model, reps, [r.new_rows for r in reps], bos, enc)
+        for i, (k, r) in enumerate(zip(todo, reps)):
+            n = len(r.visible)
+            entries[k] = Entry([t[i, :, :n].clone() for t in enc.k], [t[i, :, :n].clone() for t in enc.v],
+                               enc.groups[i, :n].clone(), enc.valid[i, :n].clone())
+            if store is not None:
+                store.put(k, entries[k])
     for r in rows:
         r.new_rows, r.passes = r.new_rows[:0], 1
-    return cache.expand(torch.tensor([uniq.index(k) for k in keys], device=model.device), slots)
+    cache = KVCache.empty(model.base, len(rows), slots, model.device, model.w.dtype)
+    for k in uniq:  # each text's K/V into the slots of the rows that share it
+        at = torch.tensor([b for b, x in enumerate(keys) if x == k], device=model.device)
+        e = entries[k]
+        for dst, src in zip(cache.k + cache.v, e.k + e.v):
+            dst[at, :, :e.length] = src
+        cache.groups[at, :e.length], cache.valid[at, :e.length] = e.groups, e.valid
+    cache.length = max(e.length for e in entries.values())
+    return cache
 
 
 def _walk_full(model, rows: list[_Row], tgts: list[torch.Tensor]) -> torch.Tensor:
@@ -277,9 +296,10 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
     if signal:  # the empty token only ever goes where a slack blank may end
         excl = torch.unique(torch.cat([excl, torch.tensor([signal["empty_id"]], device=dev)]))
     cache = None
-    if cfgs[0].use_cache:  # slots: the longest visible text, then at most every row's blanks (padding)
-        slots = max(len(r.visible) for r in rows) + sum(len(r.blanks) for r in rows)
-        cache = (_shared_context(model, rows, slots) if len(rows) > 1
+    if cfgs[0].use_cache:  # slots: the longest visible text and the most blanks of a row (the cache
+        # grows when rows of different group sizes pad their walks past that: KVCache.reserve)
+        slots = max(len(r.visible) for r in rows) + max(len(r.blanks) for r in rows)
+        cache = (_shared_context(model, rows, slots) if len(rows) > 1 or context_store(model) is not None
                  else KVCache.empty(model.base, 1, slots, dev, model.w.dtype))
     while any(r.active for r in rows):
         tgts = [r.targets() if r.active else r.new_rows[:0] for r in rows]

@@ -69,7 +69,8 @@ def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class KVCache:
-    """Content-stream K/V of committed tokens, per layer, in commit order (preallocated).
+    """Content-stream K/V of committed tokens, per layer, in commit order (preallocated; a walk
+    that needs more slots grows it, `reserve`).
 
     k[l], v[l]: (B, Hkv, S_max, D), already rotated; groups: (B, S_max) their group ids;
     valid: (B, S_max) False for padding; length: how many slots are filled.
@@ -91,6 +92,23 @@ class KVCache:
         groups = torch.zeros(batch, max_len, dtype=torch.long, device=device)
         valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         return cls(k, v, groups, valid, 0)
+
+    def reserve(self, n: int) -> None:
+        """Room for n more slots: grown (copied into larger tensors) only when the filled slots plus
+        n exceed the capacity, by at least GROW slots, so a walk never writes past the end."""
+        cap = self.k[0].shape[2]
+        if self.length + n <= cap:
+            return
+        extra = max(self.length + n - cap, self.GROW)
+
+        def grow(t: torch.Tensor, dim: int) -> torch.Tensor:
+            pad = list(t.shape)
+            pad[dim] = extra
+            return torch.cat([t, t.new_zeros(pad)], dim=dim)
+        self.k, self.v = [grow(t, 2) for t in self.k], [grow(t, 2) for t in self.v]
+        self.groups, self.valid = grow(self.groups, 1), grow(self.valid, 1)
+
+    GROW = 32  # slots added at least when a cache grows
 
     def expand(self, rows: torch.Tensor, max_len: int) -> "KVCache":
         """A cache of len(rows) sequences, row b a copy of this cache's row rows[b], with room for
@@ -142,6 +160,7 @@ def two_stream_walk(base: nn.Module,
     M = q.shape[1]
     # keys visible to this walk: the cache's filled slots, then the new content rows
     if cache is not None:
+        cache.reserve(N)
         s0 = cache.length
         cache.groups[:, s0:s0 + N] = h_groups
         cache.valid[:, s0:s0 + N] = h_valid

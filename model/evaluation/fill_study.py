@@ -37,6 +37,7 @@ import torch
 from model.core.candidates import length_grid, length_requests, make_candidates, pool_configs, slack_configs
 from model.core.chosen_length import length_signal
 from model.core.decode import DecodeConfig
+from model.core.length_head import LengthHead, length_features
 from model.core.sampling import SamplingConfig
 
 from .infill_task import Window, make_windows
@@ -104,6 +105,9 @@ def main(argv=None) -> None:
     p.add_argument("--skip", type=int, default=0,
                    help="run from the K-th window of the order on (a second worker on another core, with its own "
                         "--work; concatenate the records.jsonl files and --report-only reports both)")
+    p.add_argument("--head-weights", default=None,
+                   help="comma-separated weights of the length head's log prior to report (a checkpoint with "
+                        "length_head.safetensors; default: the app's, candidates.SHIPPED_HEAD_WEIGHT)")
     p.add_argument("--plot", nargs="+", metavar="JSON", help="only draw OUT/fills.png from these reports' "
                    "fills-<model>.json tables (one block per model)")
     args = p.parse_args(argv)
@@ -116,6 +120,10 @@ def main(argv=None) -> None:
         p.error("--windows must be at least 1")
     if not 0 <= args.skip < args.windows:
         p.error(f"--skip must be from 0 to --windows - 1 ({args.windows - 1}); got {args.skip}")
+    try:
+        args.head_weights = [float(x) for x in args.head_weights.split(",")] if args.head_weights else None
+    except ValueError:
+        p.error(f"--head-weights must be numbers separated by commas; got {args.head_weights!r}")
     pools = tuple(x.strip() for x in args.pools.split(",") if x.strip())
     if unknown := set(pools) - set(POOLS):
         p.error(f"--pools: unknown pool(s) {sorted(unknown)}; choose from {', '.join(POOLS)}")
@@ -155,8 +163,15 @@ def main(argv=None) -> None:
                 print(f"{n + 1}/{len(todo)} windows, {left:.0f} min left", file=sys.stderr)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     keep = {w.index for w in windows}
+    records = [r for r in records if r["window"] in keep]
+    head = LengthHead.load(args.model)
+    if head is not None:  # each window's log p_head(L) at the grid's lengths (fills_report.head_rows)
+        by = {w.index: w for w in windows}
+        feats = length_features(model, [(by[r["window"]].input_ids, by[r["window"]].blank) for r in records])
+        for r, f in zip(records, feats):
+            r["head_prior"] = {str(n): v for n, v in zip(grid, head.log_prior(f[None], grid))}
     given = " ".join(argv if argv is not None else sys.argv[1:])
-    print(write_report([r for r in records if r["window"] in keep], args, grid, f"python -m model.fills {given}"))
+    print(write_report(records, args, grid, f"python -m model.fills {given}"))
 
 
 if __name__ == "__main__":
