@@ -24,18 +24,17 @@ nothing here samples or scores by itself.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from model.core.candidates import (SHIPPED_HEAD_WEIGHT, candidate_batch, candidates_of, needs_both, needs_right, rank,
+from model.core.candidates import (SHIPPED_RULE, candidate_batch, candidates_of, needs_both, needs_right, rank,
                                    runs_both)
 from model.core.chosen_length import SlackBlank, compact, length_signal
 from model.core.decode import DecodeConfig, run_batch
-from model.core.length_head import length_features, length_head
+from model.core.length_head import choose_length, length_features, length_head
 from model.core.scoring import blanks_logp, score_fills, scored_by_its_run
 from model.core.trace import Trace
 
@@ -227,27 +226,24 @@ def score_shown(key: str, rec: dict) -> float:
 
 def execute_candidates(run, plan) -> dict:
     """Decode a candidate plan (candidate_plan.CandidatePlan: one request per blank length, or one
-    of M slots the model ends itself, and the pool's configs) in one job, rank by the plan's rule,
+    of M slots the model ends itself, and the pool's configs) in one job, rank by the plan's rule
+    (a grid plan on a model with a length head: only the length the head chooses, `_head_length`),
     and return the winner's record with the ranked candidates (each a record of its own, for
     showing and for putting into the story). Every record holds the request as the user made it
     (`settings`); the label says who made each fill. Candidates are ranked as filled; each record
     keeps its run as decoded (run_file.make_record's `chosen`: the slots the animation closes)."""
     t0 = time.perf_counter()
+    belief = None
+    head = length_head(model_menu.load(run.model["key"])[0]) if plan.chosen is not None else None
+    if head is not None:  # the head picks the length first: the grid's other lengths are never decoded,
+        belief = _head_length(run.model["key"], head, plan)  # and its candidates rank as at a given length
+        keep = [r for r in plan.requests if r.length == belief["length"]]
+        plan = replace(plan, requests=keep, rule=SHIPPED_RULE, weights=None)
     requests = [r.request for r in plan.requests]
     rows, cfgs = candidate_batch(requests, plan.configs)
     full = needs_right(plan.rule, plan.weights) or needs_both(plan.rule, plan.weights)
-    kinds = ["candidate" if full else "ranked"] * len(rows)
-    head = length_head(model_menu.load(run.model["key"])[0]) if plan.chosen is not None else None
-    if head is not None:  # the story around the blank, for the length head, in the same job
-        enc = plan.requests[0].enc
-        spans = [enc.blank_spans[plan.chosen]] + [sp for j, sp in enumerate(enc.blank_spans) if j != plan.chosen]
-        rows, cfgs, kinds = rows + [(enc.input_ids, enc.blank_mask, spans)], cfgs + [None], kinds + ["length"]
-    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, kinds))
-    kw, belief = {"weights": plan.weights} if plan.weights else {}, None
-    if head is not None:
-        feats, raw, scores, cfgs = scores[-1], raw[:-1], scores[:-1], cfgs[:-1]
-        belief = length_belief(head, feats, plan.lengths)
-        kw["length_prior"] = lambda n: SHIPPED_HEAD_WEIGHT * belief["log_p"][n]
+    raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate" if full else "ranked"] * len(rows)))
+    kw = {"weights": plan.weights} if plan.weights else {}
     slack = plan.slack
     filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
     cands = candidates_of(requests, plan.configs, filled, scores)
@@ -269,17 +265,16 @@ def execute_candidates(run, plan) -> dict:
                          "note": plan.note}
     if slack:
         winner["ranking"]["slots"] = slack["slots"]
-    if belief is not None:  # how sure the length head is: its median, its central half, p(chosen length)
-        winner["ranking"]["length_head"] = {k: belief[k] for k in ("median", "low", "high")} | {
-            "p_chosen": belief["p_grid"][ranked[0].length], "weight": SHIPPED_HEAD_WEIGHT}
+    if belief is not None:  # how sure the head is: its median, its central half, p(chosen) over the grid
+        winner["ranking"]["length_head"] = {"median": belief["median"], "low": belief["low"], "high": belief["high"],
+                                            "p_chosen": belief["p"][belief["length"]], "weighed": sorted(belief["p"])}
     return winner
 
 
-def length_belief(head, feats, lengths: list[int]) -> dict:
-    """The length head's belief about one blank: log p(L) at the grid's lengths, p(L) normalized over
-    them, its median length and the central half of its belief (rounded to tokens)."""
-    log_p = dict(zip(lengths, head.log_prior(feats, lengths)))
-    z = sum(math.exp(v) for v in log_p.values())
-    med, lo, hi = head.interval(feats, 0.5)
-    return {"log_p": log_p, "p_grid": {n: math.exp(v) / z for n, v in log_p.items()},
-            "median": round(med), "low": round(lo), "high": round(hi)}
+def _head_length(key: str, head, plan) -> dict:
+    """core.length_head.choose_length over the plan's grid, from the story around the chosen blank
+    (the length head's features, a job of kind "length")."""
+    enc = plan.requests[0].enc
+    spans = [enc.blank_spans[plan.chosen]] + [sp for j, sp in enumerate(enc.blank_spans) if j != plan.chosen]
+    _, got, _ = ENGINE.submit(Job(key, [(enc.input_ids, enc.blank_mask, spans)], [None], ["length"]))
+    return choose_length(head, got[0], plan.lengths)

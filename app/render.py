@@ -219,12 +219,13 @@ def ranking_note(rec: dict) -> str:
     text = (f"Best of {len(cands)} candidates ({r['pool']} pool) by {RULE_NAMES.get(r['rule'], r['rule'])}"
             + (f", showing #{rec['shown'] + 1}" if rec.get("shown") else "") + "." if len(cands) > 1
             else "One candidate: your settings.")
-    if r.get("lengths"):
+    if h := r.get("length_head"):
+        text += (f" Length {cands[0]['length']} tokens, chosen by the model's length head among "
+                 f"{', '.join(map(str, h['weighed']))} ({h['p_chosen']:.0%} of its belief over them; it expects "
+                 f"about {h['median']} tokens, half its belief within {h['low']}-{h['high']}).")
+    elif r.get("lengths"):
         seen = list(dict.fromkeys(c["length"] for c in cands))
         text += f" Chosen length {seen[0]} tokens (runners-up: {', '.join(map(str, seen[1:4])) or 'none'})."
-        if h := r.get("length_head"):
-            text += (f" The length head expects about {h['median']} tokens (half its belief {h['low']}-{h['high']})"
-                     f" and gives the chosen length {h['p_chosen']:.0%} of its belief over the lengths tried.")
     if r.get("slots"):
         lengths = ", ".join(str(c["length"]) for c in cands[:8])
         text += (f" The model ended {'each' if len(cands) > 1 else 'the'} fill itself, within {r['slots']} slots: "

@@ -7,7 +7,9 @@ then the same runs go through one client, one after another, for comparison.
     python scripts/load_test.py --model assets/a3-smollm2-mix --vs assets/a3-austen-tiny --no-serial   # both, one run
 
 The request: a 100-token story (the start of assets/examples/04-a-change-of-plans.txt, tokenized
-with the model's tokenizer) with one 10-token blank, left to right, greedy, animation off. A run
+with the model's tokenizer) with one 10-token blank, left to right, greedy, animation off; with
+--distinct each run's story starts with its own numbered line ("Part 17."), so that no run
+finds its story already encoded (app: A3_CONTEXT_MB). A run
 counts as an error when it raises, times out, or does not end with its "Done:" line. Reported:
 errors, latency (submit to last frame) p50 / p95 / max, throughput (runs/s) for both phases.
 """
@@ -76,7 +78,7 @@ def one_run(client, args: dict, timeout: float) -> tuple[float, str | None]:
     return secs, None if status.startswith("Done:") else f"no 'Done:' line: {str(outs[-1][3] if outs else None)[:120]}"
 
 
-def phase(url: str, args: dict, clients: int, runs: int, timeout: float) -> dict:
+def phase(url: str, args: dict, clients: int, runs: int, timeout: float, distinct: bool = False) -> dict:
     """`clients` clients, each on its own session and thread, each doing `runs` runs back to back."""
     from gradio_client import Client
 
@@ -85,16 +87,18 @@ def phase(url: str, args: dict, clients: int, runs: int, timeout: float) -> dict
     results, lock = [], threading.Lock()
     start = threading.Barrier(clients)
 
-    def user(c):
+    def user(c, i):
         start.wait()  # everyone starts together
-        for _ in range(runs):
-            r = one_run(c, args, timeout)
+        for k in range(runs):
+            # --distinct: a numbered first line, so that no two runs share a visible text (nothing
+            # the model keeps of one story serves another)
+            r = one_run(c, {**args, "text": f"Part {i * runs + k + 1}. {args['text']}"} if distinct else args, timeout)
             with lock:
                 results.append(r)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(user, conns))
+        list(pool.map(user, conns, range(clients)))
     wall = time.perf_counter() - t0
     for c in conns:
         c.close()
@@ -119,6 +123,9 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a run counts as an error")
     p.add_argument("--port", type=int, default=7893, help="port for the launched app")
     p.add_argument("--no-serial", action="store_true", help="skip the one-client phase")
+    p.add_argument("--distinct", action="store_true",
+                   help="every run a different story (a numbered first line): the encoded-story store "
+                        "(core/context_store.py) never serves one run's story to another")
     a = p.parse_args(argv)
 
     model = Path(a.model).resolve()
@@ -139,12 +146,12 @@ def main(argv=None):
             secs, err = one_run(c, args, a.timeout)  # warm-up: the first run pays for lazy imports and loading
             if err:
                 raise SystemExit(f"the warm-up run on {key} failed: {err}")
-            print(f"app {url} · model {key} · request: 100-token story, one 10-token blank, left to right, "
-                  f"greedy, animation off · warm-up {secs:.2f} s · CPUs: {os.cpu_count()}, "
+            print(f"app {url} · model {key} · request: 100-token story{' (each run its own)' if a.distinct else ''}, "
+                  f"one 10-token blank, left to right, greedy, animation off · warm-up {secs:.2f} s · CPUs: {os.cpu_count()}, "
                   f"load average {os.getloadavg()[0]:.1f}")
-            rows.append({"model": key, **phase(url, args, a.clients, a.runs, a.timeout)})
+            rows.append({"model": key, **phase(url, args, a.clients, a.runs, a.timeout, a.distinct)})
             if not a.no_serial:
-                rows.append({"model": key, **phase(url, args, 1, a.clients * a.runs, a.timeout)})
+                rows.append({"model": key, **phase(url, args, 1, a.clients * a.runs, a.timeout, a.distinct)})
         c.close()
         print("\n| model | clients | runs | errors | p50 (s) | p95 (s) | max (s) | wall (s) | runs/s |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -1,6 +1,7 @@
 """A [[?]] blank on a checkpoint with a length head (core/length_head.py), through the app's own
-calls (prepare, plan_candidates, execute_candidates, the ranking note): the head's log prior is
-added to the shipped grid rule, exactly, and the record says what the head believed."""
+calls (prepare, plan_candidates, execute_candidates, the ranking note): the head chooses the
+length among the grid's (the core's choose_length, called directly, is the oracle), only that
+length is decoded, and the record says what the head believed."""
 import math
 
 import pytest
@@ -37,40 +38,39 @@ def headed(tmp_path_factory):
         mp.undo()
 
 
-def test_the_head_adds_its_log_prior_to_the_grid_rule_and_says_so(headed):
+def test_the_head_chooses_the_length_and_only_that_length_is_decoded(headed):
     from app import render
     from app.candidate_plan import plan_candidates
     from app.compute import execute_candidates
-    from model.core.candidates import SHIPPED_HEAD_WEIGHT
+    from model.core.length_head import choose_length, length_features
 
     prepare, model = headed
-    run = prepare(STORY)
+    run = prepare(STORY, n=3)
     plan = plan_candidates(run)
     assert plan.chosen == 0 and PEAK in plan.lengths, f"a grid plan for blank 0 with {PEAK} among {plan.lengths}"
     rec = execute_candidates(run, plan)
+    assert {c["length"] for c in rec["candidates"]} == {PEAK}, \
+        f"only the head's length is decoded: {sorted({c['length'] for c in rec['candidates']})}"
+    assert len(rec["candidates"]) == len(plan.configs), "every member of the pool at that length"
+    enc = plan.requests[0].enc
+    spans = enc.blank_spans
+    feats = length_features(model, [(enc.input_ids, spans[0], [p for s in spans[1:] for p in s])])
+    want = choose_length(model.length_head, feats, plan.lengths)  # the oracle: the core's rule, called directly
     h = rec["ranking"]["length_head"]
-    assert h["median"] == PEAK and h["low"] <= PEAK <= h["high"], f"the head's belief {h}"
+    assert (h["median"], h["low"], h["high"]) == (want["median"], want["low"], want["high"]) and h["median"] == PEAK, \
+        f"the record's belief {h} is not the head's {want}"
+    assert abs(h["p_chosen"] - want["p"][PEAK]) < 1e-9 and h["weighed"] == plan.lengths, f"p(chosen) over the grid: {h}"
     head = model.length_head
-    object.__setattr__(model, "length_head", None)  # the same runs without the head: the oracle
+    object.__setattr__(model, "length_head", None)  # the same story without the head: the grid's lengths
     try:
         plain = execute_candidates(run, plan_candidates(run))
     finally:
         object.__setattr__(model, "length_head", head)
-    assert "length_head" not in plain["ranking"], "a model without a head says nothing of one"
-    without = {(c["label"], c["length"]): c["value"] for c in plain["candidates"]}
-    from app.compute import length_belief
-    from model.core.length_head import length_features
-    enc = plan.requests[0].enc
-    spans = enc.blank_spans
-    feats = length_features(model, [(enc.input_ids, spans[0], [p for s in spans[1:] for p in s])])
-    log_p = length_belief(head, feats, plan.lengths)["log_p"]
-    for c in rec["candidates"]:
-        want = without[c["label"], c["length"]] + SHIPPED_HEAD_WEIGHT * log_p[c["length"]]
-        assert abs(c["value"] - want) < 1e-3, f"{c['label']} at {c['length']}: value {c['value']}, want {want}"
-    p = math.exp(log_p[rec["candidates"][0]["length"]]) / sum(math.exp(v) for v in log_p.values())
-    assert abs(h["p_chosen"] - p) < 1e-9, f"p_chosen {h['p_chosen']} is not p(L) over the grid ({p})"
+    assert "length_head" not in plain["ranking"] and len({c["length"] for c in plain["candidates"]}) > 1, \
+        "a model without a head tries the grid, and says nothing of a head"
     note = render.ranking_note(rec)
-    assert f"expects about {PEAK} tokens" in note and "of its belief" in note, f"the note: {note!r}"
+    assert f"Length {PEAK} tokens, chosen by the model's length head" in note and f"about {PEAK} tokens" in note, \
+        f"the note says the length and how sure the head is: {note!r}"
 
 
 def test_a_given_length_never_reads_the_head(headed):

@@ -86,7 +86,7 @@ def test_fitting_recovers_a_known_relation_and_saving_keeps_it(tmp_path):
     x = torch.randn(2000, 5, generator=g) * 3 + 1  # unstandardized on purpose
     log_len = 2.5 + 0.4 * (x[:, 0] - 1) / 3 + 0.1 * torch.randn(2000, generator=g)
     lengths = log_len.exp().round().clamp_min(1)
-    head, log = fit(x, lengths, weight_decay=0.0, steps=1500)
+    head, log = fit(x, lengths, l2=(1e-4, 1e-3))
     mu, sigma = head(x)
     assert (mu - log_len).abs().mean() < 0.1, f"mean |mu - log L| {float((mu - log_len).abs().mean()):.3f}"
     assert float(sigma.mean()) < 0.2, f"sigma {float(sigma.mean()):.3f}: the head did not use the feature"
@@ -114,3 +114,26 @@ def test_load_a3_attaches_the_head_outside_the_models_parameters(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == n, "the head became one of the model's parameters"
     feats = length_features(model, [(IDS, BLANK)])
     assert len(model.length_head.log_prior(feats, [1, 4, 16])) == 3, "the loaded head gives no prior"
+
+
+def test_the_chosen_length_is_the_grids_likeliest_and_ties_go_short():
+    from model.core.length_head import choose_length
+
+    head = LengthHead(2)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.copy_(torch.tensor([math.log(10.0), 0.0]))  # median 10, sigma ~0.74
+    feats = torch.zeros(1, 2)
+    grid = [1, 2, 3, 4, 6, 10, 16, 26, 40]
+    got = choose_length(head, feats, grid)
+    log_p = head.log_prior(feats, grid)
+    assert got["length"] == grid[max(range(len(grid)), key=lambda i: log_p[i])], f"not the argmax: {got}"
+    assert abs(sum(got["p"].values()) - 1) < 1e-9 and got["median"] == 10, f"p over the grid, median 10: {got}"
+    flat = LengthHead(2)
+    with torch.no_grad():
+        flat.linear.weight.zero_()
+        flat.linear.bias.copy_(torch.tensor([math.log(5.0), -20.0]))  # sigma at its floor: mass at 5 only
+    assert choose_length(flat, feats, [2, 3])["length"] == 3, "far from both, the nearer (3) has more mass"
+    same = {n: -1.0 for n in (4, 8)}
+    head.log_prior = lambda f, lengths: [same[n] for n in lengths]  # an exact tie
+    assert choose_length(head, feats, [8, 4])["length"] == 4, "a tie goes to the shorter length"

@@ -187,9 +187,6 @@ def fluent(cands: Sequence[Candidate]) -> list[bool]:
 # text after the blank (the same tokens at every length) plus 8 x agreement, with fixed weights.
 SHIPPED_RULE = "fluent_mbr"
 SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS = "fluent_mix", {"right": 1.0, "mbr": 8.0}
-# with a length head (core/length_head.py): plus this weight x log p_head(L), chosen on held-out
-# windows that the reported study does not use (docs/fills/length-head.md)
-SHIPPED_HEAD_WEIGHT = 1.0
 
 
 RIGHT_PARTS = ("story", "right")  # the RULES that need score_fills(right=True)
@@ -310,6 +307,6 @@ def length_grid(lo: int, hi: int, n: int = 8) -> list[int]:
     return sorted({min(hi, max(lo, int(math.floor(x + 0.5)))) for x in steps})
 
 
-__all__ = ["slack_configs", "Candidate", "ORDER_POOL", "POOLS", "RULES", "SHIPPED_HEAD_WEIGHT", "agreement", "candidate_batch", "candidates_of",
+__all__ = ["slack_configs", "Candidate", "ORDER_POOL", "POOLS", "RULES", "agreement", "candidate_batch", "candidates_of",
            "length_grid", "length_requests", "make_candidates", "needs_both", "needs_right", "pool_configs", "rank",
            "resize_blank", "resize_encoded", "rule_values", "runs_both", "with_both"]

@@ -3,11 +3,13 @@
     feats = length_features(model, [(ids, blank_positions), ...])   # (B, 3C) frozen A3 states
     head = LengthHead.fit(feats, true_lengths)                      # model/training/length_head.py
     head.log_prior(feats[0:1], [1, 2, 4, 8, 16])                   # log p(L) at those lengths
+    choose_length(head, feats[0:1], grid)                           # the length a [[?]] blank gets
     head.save(ckpt_dir); LengthHead.load(ckpt_dir)                  # length_head.safetensors
 
-A `[[?]]` blank is decoded at several lengths and the candidates ranked (core/candidates.rank);
-the head adds log p(L | the text around the blank) to that ranking as a length prior. It reads
-the adapter's own states and changes none of them:
+A `[[?]]` blank of a checkpoint with a head is decoded at ONE length: of the app's grid of
+lengths, the one the head finds likeliest given the text around the blank (`choose_length`);
+without a head it is decoded at every length of the grid and the candidates ranked. The head
+reads the adapter's own states and changes none of them:
 
 - the story is laid out with the blank collapsed to ONE slot (its length unknown, one slot says
   nothing about it), the visible text in the context group, the slot queried;
@@ -136,9 +138,22 @@ class LengthHead(nn.Module):
         return head.eval()
 
 
+def choose_length(head: LengthHead, feats: torch.Tensor, lengths: Sequence[int]) -> dict:
+    """The length a `[[?]]` blank gets among `lengths` (a grid): the one the head gives the most
+    mass (ties: the shorter), with what the head believes of the blank (feats (1, F)):
+    {length, log_p {L: log p(L)}, p {L: p(L) over the grid}, median, low, high (the central half,
+    rounded to tokens)}. The rule `python -m model.fills` measures as "length head alone"."""
+    log_p = dict(zip(lengths, head.log_prior(feats, lengths)))
+    z = sum(math.exp(v) for v in log_p.values())
+    best = max(sorted(log_p), key=lambda n: (log_p[n], -n))
+    med, lo, hi = head.interval(feats, 0.5)
+    return {"length": best, "log_p": log_p, "p": {n: math.exp(v) / z for n, v in log_p.items()},
+            "median": round(med), "low": round(lo), "high": round(hi)}
+
+
 def length_head(model) -> LengthHead | None:
     """The head load_a3 attached to a model (None: the model has none)."""
     return getattr(model, "length_head", None)
 
 
-__all__ = ["FILE", "LengthHead", "collapse", "length_features", "length_head"]
+__all__ = ["FILE", "LengthHead", "choose_length", "collapse", "length_features", "length_head"]

@@ -107,7 +107,7 @@ def main(argv=None) -> None:
                         "--work; concatenate the records.jsonl files and --report-only reports both)")
     p.add_argument("--head-weights", default=None,
                    help="comma-separated weights of the length head's log prior to report (a checkpoint with "
-                        "length_head.safetensors; default: the app's, candidates.SHIPPED_HEAD_WEIGHT)")
+                        "length_head.safetensors; default: fills_report.HEAD_WEIGHTS)")
     p.add_argument("--plot", nargs="+", metavar="JSON", help="only draw OUT/fills.png from these reports' "
                    "fills-<model>.json tables (one block per model)")
     args = p.parse_args(argv)
