@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from model.backbones.lora import load_a3
-    from model.core.candidates import SHIPPED_RULE, make_candidates, pool_configs, rank
+    from model.core.candidates import SHIPPED_LENGTH_RULE, SHIPPED_RULE, make_candidates, pool_configs, rank
     from model.core.infill import encode_segments, parse_template
 
     given = " ".join(argv if argv is not None else sys.argv[1:])
@@ -63,6 +63,11 @@ def main(argv=None) -> None:
     for path in args.models:
         model, tok = load_a3(path)
         print(f"## {Path(path).name}\n")
+        from model.core.length_head import length_head
+        if args.chosen_length and length_head(model) is not None:
+            print(f"| passage | before: the grid rule ({SHIPPED_LENGTH_RULE}), tokens: fill | after: the "
+                  "length head's choice, tokens: fill | the head's median (central half), p(chosen) over the grid |")
+            print("|---|---|---|---|")
         for story in SETS[args.set]:
             if args.chosen_length:
                 chosen_length(model, tok, story)
@@ -81,15 +86,18 @@ def main(argv=None) -> None:
 def chosen_length(model, tok, story: str) -> None:
     """One passage with its blank written [[?]], filled as the app does with one candidate: a model
     with a learned length signal ends the fill itself within 40 slots; any other is decoded at the
-    app's 8 grid lengths (1-40) and its length rule picks one."""
+    app's 8 grid lengths (1-40) and its length rule picks one; with a length head (before / after)
+    the grid rule's pick and the length the head chooses (greedy left to right there), one table row."""
     from model.core.candidates import (SHIPPED_LENGTH_RULE, SHIPPED_LENGTH_WEIGHTS, length_grid, length_requests,
                                        make_candidates, rank, slack_configs)
     from model.core.chosen_length import length_signal
     from model.core.decode import DecodeConfig
     from model.core.infill import UNKNOWN_RANGE, encode_segments, parse_template
+    from model.core.length_head import choose_length, length_features, length_head
     enc = encode_segments(tok, parse_template(story.replace("[[8]]", "[[?]]")), tok.bos_token_id)
     span = enc.blank_spans[0]
     lo, hi = UNKNOWN_RANGE
+    text = story.replace("[[8]]", "___").replace("|", "/")
     if length_signal(model):
         slots = min(hi, length_signal(model)["max_slots"])
         reqs = length_requests(enc.input_ids, enc.blank_mask, enc.blank_spans, [slots])
@@ -97,13 +105,21 @@ def chosen_length(model, tok, story: str) -> None:
         p_end = best.trace.chosen["p_end"]
         how = (f"ended by the model after {best.length} tokens, p = {p_end:.2f}" if p_end is not None
                else f"all {slots} slots used: the model did not end it")
-    else:
-        reqs = length_requests(enc.input_ids, enc.blank_mask, enc.blank_spans, length_grid(lo, hi, 8))
-        cands = make_candidates(model, reqs, [("left to right", DecodeConfig())], tok)
-        best = rank(cands, SHIPPED_LENGTH_RULE, weights=SHIPPED_LENGTH_WEIGHTS)[0]
-        how = f"{best.length} tokens, picked from the grid by {SHIPPED_LENGTH_RULE}"
-    print(f"- {story.replace('[[8]]', '___')}")
-    print(f"  - [[?]] ({how}): `{tok.decode(best.fill_ids).strip()}`")
+        print(f"- {text}\n  - [[?]] ({how}): `{tok.decode(best.fill_ids).strip()}`")
+        return
+    grid = length_grid(lo, hi, 8)
+    reqs = length_requests(enc.input_ids, enc.blank_mask, enc.blank_spans, grid)
+    cands = make_candidates(model, reqs, [("left to right", DecodeConfig())], tok)
+    best = rank(cands, SHIPPED_LENGTH_RULE, weights=SHIPPED_LENGTH_WEIGHTS)[0]
+    fill = lambda c: tok.decode(c.fill_ids).strip().replace("|", "/")  # noqa: E731
+    head = length_head(model)
+    if head is None:
+        print(f"- {text}\n  - [[?]] ({best.length} tokens, picked from the grid by {SHIPPED_LENGTH_RULE}): `{fill(best)}`")
+        return
+    b = choose_length(head, length_features(model, [(enc.input_ids, span)]), grid)
+    after = next(c for c in cands if c.length == b["length"])  # the same decode, at the head's length
+    print(f"| {text} | {best.length}: `{fill(best)}` | {after.length}: `{fill(after)}` | "
+          f"{b['median']} ({b['low']}-{b['high']}), {b['p'][b['length']]:.0%} |")
 
 
 if __name__ == "__main__":

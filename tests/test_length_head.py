@@ -116,24 +116,21 @@ def test_load_a3_attaches_the_head_outside_the_models_parameters(tmp_path):
     assert len(model.length_head.log_prior(feats, [1, 4, 16])) == 3, "the loaded head gives no prior"
 
 
-def test_the_chosen_length_is_the_grids_likeliest_and_ties_go_short():
+def test_the_chosen_length_is_the_grid_length_nearest_the_median_and_ties_go_short():
     from model.core.length_head import choose_length
 
-    head = LengthHead(2)
-    with torch.no_grad():
-        head.linear.weight.zero_()
-        head.linear.bias.copy_(torch.tensor([math.log(10.0), 0.0]))  # median 10, sigma ~0.74
+    def head_at(median: float, raw_sigma: float) -> LengthHead:
+        h = LengthHead(2)
+        with torch.no_grad():
+            h.linear.weight.zero_()
+            h.linear.bias.copy_(torch.tensor([math.log(median), raw_sigma]))
+        return h
+
     feats = torch.zeros(1, 2)
-    grid = [1, 2, 3, 4, 6, 10, 16, 26, 40]
-    got = choose_length(head, feats, grid)
-    log_p = head.log_prior(feats, grid)
-    assert got["length"] == grid[max(range(len(grid)), key=lambda i: log_p[i])], f"not the argmax: {got}"
-    assert abs(sum(got["p"].values()) - 1) < 1e-9 and got["median"] == 10, f"p over the grid, median 10: {got}"
-    flat = LengthHead(2)
-    with torch.no_grad():
-        flat.linear.weight.zero_()
-        flat.linear.bias.copy_(torch.tensor([math.log(5.0), -20.0]))  # sigma at its floor: mass at 5 only
-    assert choose_length(flat, feats, [2, 3])["length"] == 3, "far from both, the nearer (3) has more mass"
-    same = {n: -1.0 for n in (4, 8)}
-    head.log_prior = lambda f, lengths: [same[n] for n in lengths]  # an exact tie
-    assert choose_length(head, feats, [8, 4])["length"] == 4, "a tie goes to the shorter length"
+    grid = [1, 2, 3, 5, 8, 14, 24, 40]
+    got = choose_length(head_at(13.0, 0.0), feats, grid)  # sigma ~0.74: the mode (~7.5) is far below 13
+    assert got["length"] == 14 and got["median"] == 13, f"13 is nearest 14 in log length, not 8: {got}"
+    assert max(got["p"], key=got["p"].get) == 8, "the mode's grid length (8) is not what is chosen"
+    assert abs(sum(got["p"].values()) - 1) < 1e-9 and got["low"] < 13 < got["high"], f"p over the grid: {got}"
+    assert choose_length(head_at(math.sqrt(8 * 14), 0.0), feats, [14, 8])["length"] == 8, \
+        "a median halfway (in log length) between 8 and 14 goes to the shorter"

@@ -7,7 +7,7 @@
     head.save(ckpt_dir); LengthHead.load(ckpt_dir)                  # length_head.safetensors
 
 A `[[?]]` blank of a checkpoint with a head is decoded at ONE length: of the app's grid of
-lengths, the one the head finds likeliest given the text around the blank (`choose_length`);
+lengths, the one nearest the head's median given the text around the blank (`choose_length`);
 without a head it is decoded at every length of the grid and the candidates ranked. The head
 reads the adapter's own states and changes none of them:
 
@@ -139,14 +139,16 @@ class LengthHead(nn.Module):
 
 
 def choose_length(head: LengthHead, feats: torch.Tensor, lengths: Sequence[int]) -> dict:
-    """The length a `[[?]]` blank gets among `lengths` (a grid): the one the head gives the most
-    mass (ties: the shorter), with what the head believes of the blank (feats (1, F)):
+    """The length a `[[?]]` blank gets among `lengths` (a grid): the one nearest the head's median
+    in log length (ties: the shorter), with what the head believes of the blank (feats (1, F)):
     {length, log_p {L: log p(L)}, p {L: p(L) over the grid}, median, low, high (the central half,
-    rounded to tokens)}. The rule `python -m model.fills` measures as "length head alone"."""
+    rounded to tokens)}. `python -m model.fills` measures it as "the grid length nearest its
+    median"; the grid length with the most mass (the log-normal's mode, below its median) picked
+    fills 5 tokens too short at the median and cut sentences off (docs/DESIGN.md)."""
     log_p = dict(zip(lengths, head.log_prior(feats, lengths)))
     z = sum(math.exp(v) for v in log_p.values())
-    best = max(sorted(log_p), key=lambda n: (log_p[n], -n))
     med, lo, hi = head.interval(feats, 0.5)
+    best = min(sorted(log_p), key=lambda n: abs(math.log(n / med)))
     return {"length": best, "log_p": log_p, "p": {n: math.exp(v) / z for n, v in log_p.items()},
             "median": round(med), "low": round(lo), "high": round(hi)}
 

@@ -170,6 +170,7 @@ def main(argv=None) -> None:
         feats = length_features(model, [(by[r["window"]].input_ids, by[r["window"]].blank) for r in records])
         for r, f in zip(records, feats):
             r["head_prior"] = {str(n): v for n, v in zip(grid, head.log_prior(f[None], grid))}
+            r["head_median"] = head.interval(f[None])[0]
     given = " ".join(argv if argv is not None else sys.argv[1:])
     print(write_report(records, args, grid, f"python -m model.fills {given}"))
 

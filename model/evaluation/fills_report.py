@@ -105,9 +105,11 @@ def compare(study: Study, kind: str, n: int, rule: str, windows: list[int] | Non
     side per token: how fluent the model itself reads it)."""
     out = []
     pools, greedy = study.pools(kind, n), study.pools("orders", 1)
-    head = kw.pop("head", False)  # the prior: each window's length head (its record's "head_prior")
-    for i in range(len(study.records)) if windows is None else windows:
-        if head:
+    head = kw.pop("head", False)  # the prior: each window's length head (its record's "head_prior"),
+    for i in range(len(study.records)) if windows is None else windows:  # or "median": nearest its median
+        if head == "median":
+            kw["prior"] = lambda L, m=study.records[i]["head_median"]: -abs(math.log(L / m))
+        elif head:
             kw["prior"] = lambda L, p=study.records[i]["head_prior"]: p[str(L)]
         c = choose(pools[i], rule, **kw).record
         out.append((c["rougeL"], greedy[i][0].record["rougeL"], max(x.record["rougeL"] for x in pools[i]),
@@ -177,19 +179,23 @@ def table_rows(records: list[dict]) -> list[dict]:
 
 def head_rows(records: list[dict], head_weights: list[float]) -> list[dict]:
     """The lengths pool ranked with the length head's prior (records carry "head_prior", written by
-    fill_study from the checkpoint's length_head.safetensors): the head alone (the length it finds
-    likeliest, greedy left to right there), the same among the fluent candidates first, and the
-    grid rule plus w x log p_head(L), per w."""
+    fill_study from the checkpoint's length_head.safetensors): the grid length nearest the head's
+    median (the app's), the one it gives the most mass (alone, and among the fluent candidates
+    first), greedy left to right there, and the grid rule plus w x log p_head(L), per w."""
     study, out = Study(records), []
     _AGREEMENTS.clear()
     N = study.size("lengths")
     shipped = SHIPPED_LENGTH_WEIGHTS
-    for name, rule, w in [("length head alone = the app's, with a length head (core/length_head.choose_length)", "mix",
-                           {"prior": 1.0}),
-                          ("length head alone, fluent fills first", "fluent_mix", {"prior": 1.0})] + [
-            (f"{SHIPPED_LENGTH_RULE} + {x:g} x log p_head(L)", SHIPPED_LENGTH_RULE, {**shipped, "prior": x})
+    grid = compare(study, "lengths", N, SHIPPED_LENGTH_RULE, weights=shipped)  # the app's rule without a head
+    for name, rule, w, how in [("length head: the grid length nearest its median = the app's, with a length head "
+                                "(core/length_head.choose_length)", "mix", {"prior": 1.0}, "median"),
+                               ("length head alone: the grid length with the most mass", "mix", {"prior": 1.0}, True),
+                               ("length head alone, fluent fills first", "fluent_mix", {"prior": 1.0}, True)] + [
+            (f"{SHIPPED_LENGTH_RULE} + {x:g} x log p_head(L)", SHIPPED_LENGTH_RULE, {**shipped, "prior": x}, True)
             for x in head_weights]:
-        rows = compare(study, "lengths", N, rule, weights=w, head=True)
+        rows = compare(study, "lengths", N, rule, weights=w, head=how)
+        d = [a[0] - b[0] for a, b in zip(rows, grid)]  # paired against the grid rule, window by window
+        name += f" (vs the grid rule: {statistics.mean(d):+.2f} ± {1.96 * statistics.stdev(d) / math.sqrt(len(d)):.2f})"
         s = summary(rows)
         s["len_within_25"] = sum(abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)) / len(rows)
         passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools("lengths", N))
@@ -221,8 +227,8 @@ def write_report(records: list[dict], args, grid: list[int], command: str) -> Pa
              "- fluency: the picked fill's log p given its left side, nats per token (the model reading it left to right; "
              "greedy left to right is the most fluent by construction)"] + (
              ["- length head (the checkpoint's length_head.safetensors, core/length_head.py): its log p(L) at the "
-              "grid's lengths, from the story around the blank; alone, it picks the length it finds likeliest and "
-              "greedy left to right there; + w: added to the grid rule"] if head else []) + ["",
+              "grid's lengths, from the story around the blank; nearest its median / the most mass: that grid "
+              "length, greedy left to right there; + w: w x log p_head(L) added to the grid rule"] if head else []) + ["",
              "| pool | N | rule | ROUGE-L | diff vs greedy (95%) | oracle | fluency | length error p10 / p50 / p90 | within 25% | ms / infill | passes |",
              "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
