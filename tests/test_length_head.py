@@ -80,7 +80,7 @@ def test_the_prior_is_a_distribution_over_whole_lengths():
 
 
 def test_fitting_recovers_a_known_relation_and_saving_keeps_it(tmp_path):
-    from model.training.length_head import fit, measure
+    from model.training.length_fit import fit, measure
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 5, generator=g) * 3 + 1  # unstandardized on purpose

@@ -8,6 +8,8 @@
     decode_events  what a run is asked (DecodeConfig, validate) and what each step reports (Step)
     sampling       greedy, temperature, top-k, top-p, with a seeded generator
     chosen_length  a blank whose length the model chooses (the learned length signal)
+    length_head    a learned log-normal over a blank's length; the length a [[?]] blank gets
+    context_store  encoded stories kept between decodes (a story filled again skips its encoding)
     infill         text with blanks <-> BOS-first ids, blank mask and layout
     trace          a finished run: output ids, the grouping it took, log-likelihood, fills
     scoring        score_blanks, score_fills: log p of blank tokens under any grouping

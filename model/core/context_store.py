@@ -53,6 +53,10 @@ class ContextStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: tuple) -> bool:  # a look that is neither a hit nor a miss
+        with self._lock:
+            return key in self._items
+
     def get(self, key: tuple) -> Entry | None:
         with self._lock:
             entry = self._items.get(key)

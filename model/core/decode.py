@@ -141,8 +141,8 @@ def _shared_context(model, rows: list[_Row], slots: int) -> KVCache:
                                enc.groups[i, :n].clone(), enc.valid[i, :n].clone())
             if store is not None:
                 store.put(k, entries[k])
-    for r in rows:
-        r.new_rows, r.passes = r.new_rows[:0], 1
+    for r, k in zip(rows, keys):  # a row counts the walk that encoded its text, if one did
+        r.new_rows, r.passes = r.new_rows[:0], int(k in todo)
     cache = KVCache.empty(model.base, len(rows), slots, model.device, model.w.dtype)
     for k in uniq:  # each text's K/V into the slots of the rows that share it
         at = torch.tensor([b for b, x in enumerate(keys) if x == k], device=model.device)
@@ -299,13 +299,22 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
     if cfgs[0].use_cache:  # slots: the longest visible text and the most blanks of a row (the cache
         # grows when rows of different group sizes pad their walks past that: KVCache.reserve)
         slots = max(len(r.visible) for r in rows) + max(len(r.blanks) for r in rows)
-        cache = (_shared_context(model, rows, slots) if len(rows) > 1 or context_store(model) is not None
-                 else KVCache.empty(model.base, 1, slots, dev, model.w.dtype))
+        store = context_store(model)
+        one = len(rows) == 1 and (store is None or rows[0].context_key() not in store)
+        # one row whose text is not stored: encoded in its first walk, with its first query (kept after it)
+        keep = one and store is not None
+        cache = KVCache.empty(model.base, 1, slots, dev, model.w.dtype) if one else _shared_context(model, rows, slots)
     while any(r.active for r in rows):
         tgts = [r.targets() if r.active else r.new_rows[:0] for r in rows]
         if cache is not None:
             news = [r.new_rows if r.active else r.new_rows[:0] for r in rows]
             logits = _walk_cached(model, rows, news, tgts, cache)
+            if keep:  # the first walk wrote the visible text's K/V into the first slots
+                n, keep = len(rows[0].visible), False
+                store.misses += 1
+                store.put(rows[0].context_key(), Entry([t[0, :, :n].clone() for t in cache.k],
+                                                       [t[0, :, :n].clone() for t in cache.v],
+                                                       cache.groups[0, :n].clone(), cache.valid[0, :n].clone()))
         else:
             logits = _walk_full(model, rows, tgts)
         yield _commit_all(rows, tgts, logits, excl, tokenizer, t0)

@@ -7,4 +7,5 @@
     evaluate       held_out_nll: the held-out loss a run logs
     checkpointing  out/last, out/base, out/final: saving and resuming
     loop           the training loop on Accelerate, and its command line
+    length_fit     the length head (core/length_head.py) fitted on frozen features, measured, saved
 """

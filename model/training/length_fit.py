@@ -1,7 +1,7 @@
 """Fit the length head (core/length_head.py) on training text, measure it on held-out text, save it.
 
-    python -m model.training.length_head --model assets/a3-smollm2-rs --rows 4000
-    python -m model.training.length_head --model assets/a3-smollm2-rs --rows 4000 --save   # into the checkpoint
+    python -m model.training.length_fit --model assets/a3-smollm2-rs --rows 4000
+    python -m model.training.length_fit --model assets/a3-smollm2-rs --rows 4000 --save   # into the checkpoint
 
 The rows are blanks a user makes, drawn from the training split of each corpus (the flagship's
 training mix, data/brown and data/austen): half are a whole sentence (the middle one of five,
@@ -111,7 +111,7 @@ def measure(head: LengthHead, feats: torch.Tensor, lengths: torch.Tensor, consta
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m model.training.length_head", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model.training.length_fit", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="assets/a3-smollm2-rs", help="A3 checkpoint (adapter or full)")
     p.add_argument("--data", default="data/brown,data/austen", help="prepared corpora (train.txt and eval.txt each)")
     p.add_argument("--rows", type=int, default=2000, help="training rows per corpus")
