@@ -195,6 +195,13 @@ def check_record(raw, limit: int = MAX_POSITIONS) -> dict:
                           "note": _str(r.get("note", ""), "ranking.note", 500)}
         if r.get("slots") is not None:
             rec["ranking"]["slots"] = _int(r["slots"], "ranking.slots", 1, MAX_POSITIONS)
+        if r.get("length_head") is not None:  # what the model's length head believed (compute._head_length)
+            h = _obj(r["length_head"], "ranking.length_head")
+            rec["ranking"]["length_head"] = {
+                **{k: _int(h.get(k), f"ranking.length_head.{k}", 0, MAX_POSITIONS) for k in ("median", "low", "high")},
+                "p_chosen": _num(h.get("p_chosen"), "ranking.length_head.p_chosen", 0.0, 1.0),
+                "weighed": [_int(x, f"ranking.length_head.weighed[{i}]", 1, MAX_POSITIONS)
+                            for i, x in enumerate(_list(h.get("weighed", []), "ranking.length_head.weighed", 64, 1))]}
     return rec
 
 

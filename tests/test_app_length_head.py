@@ -2,6 +2,7 @@
 calls (prepare, plan_candidates, execute_candidates, the ranking note): the head chooses the
 length among the grid's (the core's choose_length, called directly, is the oracle), only that
 length is decoded, and the record says what the head believed."""
+import json
 import math
 
 import pytest
@@ -71,6 +72,14 @@ def test_the_head_chooses_the_length_and_only_that_length_is_decoded(headed):
     note = render.ranking_note(rec)
     assert f"Length {PEAK} tokens, chosen by the model's length head" in note and f"about {PEAK} tokens" in note, \
         f"the note says the length and how sure the head is: {note!r}"
+    from app import run_file, run_schema
+    back = run_schema.from_json(run_file.to_json(rec).encode())
+    assert back["ranking"]["length_head"] == h and render.ranking_note(back) == note, \
+        "a saved run reads back with what the head believed, and says it again"
+    bad = json.loads(run_file.to_json(rec))
+    bad["ranking"]["length_head"]["p_chosen"] = 1.5
+    with pytest.raises(ValueError, match="ranking.length_head.p_chosen"):
+        run_schema.check_record(bad)
 
 
 def test_a_given_length_never_reads_the_head(headed):
