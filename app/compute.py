@@ -243,11 +243,10 @@ def execute_candidates(run, plan) -> dict:
     rows, cfgs = candidate_batch(requests, plan.configs)
     full = needs_right(plan.rule, plan.weights) or needs_both(plan.rule, plan.weights)
     raw, scores, _ = ENGINE.submit(Job(run.model["key"], rows, cfgs, ["candidate" if full else "ranked"] * len(rows)))
-    kw = {"weights": plan.weights} if plan.weights else {}
     slack = plan.slack
     filled = [as_filled(t, c, slack and slack["empty_id"]) for t, c in zip(raw, cfgs)]
     cands = candidates_of(requests, plan.configs, filled, scores)
-    ranked = rank(cands, plan.rule, **kw)
+    ranked = rank(cands, plan.rule, **({"weights": plan.weights} if plan.weights else {}))
     best = ranked[0]
     if best.scores.both is None:  # scored for its rule only (a CPU): the shown fill given both sides
         best.scores = replace(best.scores, both=_both(run.model["key"], best.trace))

@@ -30,6 +30,13 @@ class Entry:
     groups: torch.Tensor
     valid: torch.Tensor
 
+    @classmethod
+    def of(cls, cache, row: int, n: int) -> "Entry":
+        """Copies of the first n slots of one row of a two_stream.KVCache (the visible text a walk
+        encoded there)."""
+        return cls([t[row, :, :n].clone() for t in cache.k], [t[row, :, :n].clone() for t in cache.v],
+                   cache.groups[row, :n].clone(), cache.valid[row, :n].clone())
+
     @property
     def length(self) -> int:
         return self.groups.numel()
@@ -52,10 +59,6 @@ class ContextStore:
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def __contains__(self, key: tuple) -> bool:  # a look that is neither a hit nor a miss
-        with self._lock:
-            return key in self._items
 
     def get(self, key: tuple) -> Entry | None:
         with self._lock:

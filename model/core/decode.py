@@ -121,14 +121,16 @@ def _walk_cached(model, rows: list[_Row], news: list[torch.Tensor], tgts: list[t
     return model.head(q_states)
 
 
-def _shared_context(model, rows: list[_Row], slots: int) -> KVCache:
+def _shared_context(model, rows: list[_Row], slots: int, known: dict | None = None) -> KVCache:
     """Encode each distinct visible text once (one walk), then give every row a copy of its K/V:
     candidates of one story share their context instead of encoding it B times. With a context
-    store (context_store.py), texts it holds are not encoded at all, and new ones are kept."""
+    store (context_store.py), texts it holds are not encoded at all, and new ones are kept;
+    `known`: entries already looked up, by key."""
     keys = [r.context_key() for r in rows]
     uniq = list(dict.fromkeys(keys))
     store = context_store(model)
-    entries = {k: store.get(k) for k in uniq} if store is not None else {}
+    entries = dict(known or {})
+    entries.update({k: store.get(k) for k in uniq if k not in entries} if store is not None else {})
     todo = [k for k in uniq if entries.get(k) is None]
     if todo:
         reps = [rows[keys.index(k)] for k in todo]
@@ -136,9 +138,7 @@ def _shared_context(model, rows: list[_Row], slots: int) -> KVCache:
         bos = [r.new_rows[:1] for r in reps]  # one harmless query per row; its logits are not read
         _walk_cached(model, reps, [r.new_rows for r in reps], bos, enc)
         for i, (k, r) in enumerate(zip(todo, reps)):
-            n = len(r.visible)
-            entries[k] = Entry([t[i, :, :n].clone() for t in enc.k], [t[i, :, :n].clone() for t in enc.v],
-                               enc.groups[i, :n].clone(), enc.valid[i, :n].clone())
+            entries[k] = Entry.of(enc, i, len(r.visible))
             if store is not None:
                 store.put(k, entries[k])
     for r, k in zip(rows, keys):  # a row counts the walk that encoded its text, if one did
@@ -300,21 +300,21 @@ def decode_batch(model, requests: Sequence[tuple], cfgs: Sequence[DecodeConfig] 
         # grows when rows of different group sizes pad their walks past that: KVCache.reserve)
         slots = max(len(r.visible) for r in rows) + max(len(r.blanks) for r in rows)
         store = context_store(model)
-        one = len(rows) == 1 and (store is None or rows[0].context_key() not in store)
+        key = rows[0].context_key() if len(rows) == 1 and store is not None else None
+        entry = None if key is None else store.get(key)
         # one row whose text is not stored: encoded in its first walk, with its first query (kept after it)
+        one = len(rows) == 1 and entry is None
         keep = one and store is not None
-        cache = KVCache.empty(model.base, 1, slots, dev, model.w.dtype) if one else _shared_context(model, rows, slots)
+        cache = (KVCache.empty(model.base, 1, slots, dev, model.w.dtype) if one
+                 else _shared_context(model, rows, slots, {key: entry} if entry is not None else None))
     while any(r.active for r in rows):
         tgts = [r.targets() if r.active else r.new_rows[:0] for r in rows]
         if cache is not None:
             news = [r.new_rows if r.active else r.new_rows[:0] for r in rows]
             logits = _walk_cached(model, rows, news, tgts, cache)
             if keep:  # the first walk wrote the visible text's K/V into the first slots
-                n, keep = len(rows[0].visible), False
-                store.misses += 1
-                store.put(rows[0].context_key(), Entry([t[0, :, :n].clone() for t in cache.k],
-                                                       [t[0, :, :n].clone() for t in cache.v],
-                                                       cache.groups[0, :n].clone(), cache.valid[0, :n].clone()))
+                store.put(key, Entry.of(cache, 0, len(rows[0].visible)))
+                keep = False
         else:
             logits = _walk_full(model, rows, tgts)
         yield _commit_all(rows, tgts, logits, excl, tokenizer, t0)
