@@ -198,6 +198,8 @@ def test_markup_in_the_story_is_shown_as_text(browser, url):
     # the default story may have one blank too: wait for the typed text itself (a loaded CPU is slow)
     wait_for(lambda: "<b>bold</b>" in " ".join(e.text for e in by_css(d, "#story-editor .text")), 60,
              "the typed template in the editor")
+    # the info line follows the editor by an event: wait for it too before reading it
+    wait_for(lambda: "1 blank" in by_css(d, "#story-info")[0].text, 30, "the info line of the typed template")
     assert "1 blank" in by_css(d, "#story-info")[0].text, "the typed template has one blank"
     editor_text = " ".join(e.text for e in by_css(d, "#story-editor .text"))
     assert "<b>bold</b>" in editor_text and "<img" in editor_text, f"markup is shown as text: {editor_text!r}"
