@@ -1,7 +1,7 @@
 """The length head: a small learned head that says how long a blank of unknown length is likely to be.
 
     feats = length_features(model, [(ids, blank_positions), ...])   # (B, 3C) frozen A3 states
-    head = LengthHead.fit(feats, true_lengths)                      # model/training/length_fit.py
+    head, log = length_fit.fit(feats, true_lengths)                 # model/training/length_fit.py
     head.log_prior(feats[0:1], [1, 2, 4, 8, 16])                   # log p(L) at those lengths
     choose_length(head, feats[0:1], grid)                           # the length a [[?]] blank gets
     head.save(ckpt_dir); LengthHead.load(ckpt_dir)                  # length_head.safetensors
