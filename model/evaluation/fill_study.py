@@ -37,7 +37,7 @@ import torch
 from model.core.candidates import length_grid, length_requests, make_candidates, pool_configs, slack_configs
 from model.core.chosen_length import length_signal
 from model.core.decode import DecodeConfig
-from model.core.length_head import LengthHead, length_features
+from model.core.length_head import LengthHead, choose_length, length_features
 from model.core.sampling import SamplingConfig
 
 from .infill_task import Window, make_windows
@@ -169,8 +169,9 @@ def main(argv=None) -> None:
         by = {w.index: w for w in windows}
         feats = length_features(model, [(by[r["window"]].input_ids, by[r["window"]].blank) for r in records])
         for r, f in zip(records, feats):
-            r["head_prior"] = {str(n): v for n, v in zip(grid, head.log_prior(f[None], grid))}
-            r["head_median"] = head.interval(f[None])[0]
+            chosen = choose_length(head, f[None], grid)  # the app's choice, and the head's log p(L)
+            r["head_prior"] = {str(n): v for n, v in chosen["log_p"].items()}
+            r["head_length"] = chosen["length"]
     given = " ".join(argv if argv is not None else sys.argv[1:])
     print(write_report(records, args, grid, f"python -m model.fills {given}"))
 

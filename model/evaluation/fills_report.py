@@ -106,9 +106,9 @@ def compare(study: Study, kind: str, n: int, rule: str, windows: list[int] | Non
     out = []
     pools, greedy = study.pools(kind, n), study.pools("orders", 1)
     head = kw.pop("head", False)  # the prior: each window's length head (its record's "head_prior"),
-    for i in range(len(study.records)) if windows is None else windows:  # or "median": nearest its median
-        if head == "median":
-            kw["prior"] = lambda L, m=study.records[i]["head_median"]: -abs(math.log(L / m))
+    for i in range(len(study.records)) if windows is None else windows:  # or "chosen": the app's length only
+        if head == "chosen":  # core/length_head.choose_length's pick, recorded by fill_study
+            kw["prior"] = lambda L, c=study.records[i]["head_length"]: 0.0 if L == c else -1e9
         elif head:
             kw["prior"] = lambda L, p=study.records[i]["head_prior"]: p[str(L)]
         c = choose(pools[i], rule, **kw).record
@@ -133,7 +133,9 @@ def tune_mix(study: Study, kind: str, n: int, lengths: bool) -> tuple[list[tuple
     return rows, chosen
 
 
-def summary(rows: list[tuple]) -> dict:
+def summary(rows: list[tuple], records: list[dict] | None = None) -> dict:
+    """Means, the paired interval and the length errors of compare's rows; with their records, the
+    share of windows whose chosen length is within 25% of the true one."""
     d = [a - b for a, b, *_ in rows]
     ci = 1.96 * statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
     err = sorted(e for _, _, _, e, _ in rows)
@@ -142,7 +144,8 @@ def summary(rows: list[tuple]) -> dict:
             "diff": statistics.mean(d), "ci": ci, "oracle": statistics.mean(o for _, _, o, *_ in rows),
             "fluency": statistics.mean(f for *_, f in rows),
             "len_err": (q(0.1), q(0.5), q(0.9)), "len_exact": sum(e == 0 for e in err) / len(err),
-            "len_within_25": None}
+            "len_within_25": None if records is None else
+            sum(abs(r[3]) <= 0.25 * rec["true_length"] for r, rec in zip(rows, records)) / len(rows)}
 
 
 def table_rows(records: list[dict]) -> list[dict]:
@@ -167,9 +170,7 @@ def table_rows(records: list[dict]) -> list[dict]:
                         (" = the app's without a length head" if rule[6:] == SHIPPED_LENGTH_RULE else "")
                 else:
                     rows, name = compare(study, kind, N, rule), rule
-                s = summary(rows)
-                within = [abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)]
-                s["len_within_25"] = sum(within) / len(within)
+                s = summary(rows, records)
                 full = N == study.size(kind)  # timed: the whole pool's batch only
                 secs = statistics.mean(r["seconds"][kind] for r in records) if full else None
                 passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools(kind, N))
@@ -188,7 +189,7 @@ def head_rows(records: list[dict], head_weights: list[float]) -> list[dict]:
     shipped = SHIPPED_LENGTH_WEIGHTS
     grid = compare(study, "lengths", N, SHIPPED_LENGTH_RULE, weights=shipped)  # the app's rule without a head
     for name, rule, w, how in [("length head: the grid length nearest its median = the app's, with a length head "
-                                "(core/length_head.choose_length)", "mix", {"prior": 1.0}, "median"),
+                                "(core/length_head.choose_length)", "mix", {"prior": 1.0}, "chosen"),
                                ("length head alone: the grid length with the most mass", "mix", {"prior": 1.0}, True),
                                ("length head alone, fluent fills first", "fluent_mix", {"prior": 1.0}, True)] + [
             (f"{SHIPPED_LENGTH_RULE} + {x:g} x log p_head(L)", SHIPPED_LENGTH_RULE, {**shipped, "prior": x}, True)
@@ -196,8 +197,7 @@ def head_rows(records: list[dict], head_weights: list[float]) -> list[dict]:
         rows = compare(study, "lengths", N, rule, weights=w, head=how)
         d = [a[0] - b[0] for a, b in zip(rows, grid)]  # paired against the grid rule, window by window
         name += f" (vs the grid rule: {statistics.mean(d):+.2f} ± {1.96 * statistics.stdev(d) / math.sqrt(len(d)):.2f})"
-        s = summary(rows)
-        s["len_within_25"] = sum(abs(e) <= 0.25 * r["true_length"] for (_, _, _, e, _), r in zip(rows, records)) / len(rows)
+        s = summary(rows, records)
         passes = statistics.mean(max(c.record["passes"] for c in cands) for cands in study.pools("lengths", N))
         out.append({"pool": "lengths", "n": N, "rule": name, **s, "ms": None, "passes": passes})
     return out
